@@ -1,0 +1,43 @@
+# The two commands that matter: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# torch: the CPU build pinned here is the one that installs without a multi-GB CUDA download.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: demo test install install-test lint soak bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PIP) -e '.[embedded]'
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PIP) $(TORCH_CPU)
+	$(PIP) -e '.[embedded,orpheus,dev]'
+	touch $@ $(VENV)/.demo-installed
+
+install: $(VENV)/.demo-installed
+
+install-test: $(VENV)/.test-installed
+
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/orpheus-tts demo --output hello.wav
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
+
+soak: $(VENV)/.test-installed
+	$(PY) -m pytest -m slow --override-ini="addopts=-ra --strict-markers"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,451 @@
+"""Wire protocol v1: the one contract between the SDK, the gateway and workers.
+
+Requests are one JSON object (:class:`TTSRequest`); a successful response is
+newline-delimited JSON, one frame per line (:class:`ChunkFrame`,
+:class:`MetricsFrame`, :class:`EosFrame`, :class:`ErrorFrame`). Errors before
+streaming starts are plain HTTP with the body produced by :func:`error_body`.
+See ``docs/protocol.md`` for the full contract.
+
+This module is pure data: no HTTP framework, no engine, no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+__all__ = [
+    "AUDIO_FORMAT",
+    "CHANNELS",
+    "DEFAULT_MAX_LINE_BYTES",
+    "NDJSON_MEDIA_TYPE",
+    "SAMPLE_RATE_HZ",
+    "SAMPLE_WIDTH_BYTES",
+    "ChunkFrame",
+    "EosFrame",
+    "ErrorCode",
+    "ErrorFrame",
+    "Frame",
+    "FrameDecoder",
+    "MetricsFrame",
+    "ProtocolError",
+    "RequestError",
+    "ServiceError",
+    "StreamTracker",
+    "TTSRequest",
+    "encode_frame",
+    "error_body",
+    "parse_request",
+]
+
+SAMPLE_RATE_HZ = 24_000
+SAMPLE_WIDTH_BYTES = 2
+CHANNELS = 1
+AUDIO_FORMAT = f"pcm_s16le;rate={SAMPLE_RATE_HZ};channels={CHANNELS}"
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
+
+HEADER_REQUEST_ID = "X-Request-Id"
+HEADER_AUDIO_FORMAT = "X-Audio-Format"
+HEADER_QUEUE_DEPTH = "X-Queue-Depth"
+HEADER_INFLIGHT = "X-Inflight"
+
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+"""Longest NDJSON line a reader accepts; a longer one is a broken stream."""
+
+RESERVED_REQUEST_KEYS = frozenset({"text", "voice", "timeout_s"})
+
+
+class ErrorCode(str, Enum):
+    """Every error code of protocol v1, with its HTTP status and retryability."""
+
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_VOICE = "unknown_voice"
+    TEXT_TOO_LONG = "text_too_long"
+    BODY_TOO_LARGE = "body_too_large"
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    NO_WORKERS = "no_workers"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    ENGINE_ERROR = "engine_error"
+    WORKER_LOST = "worker_lost"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+    NOT_FOUND = "not_found"
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+    @property
+    def retryable(self) -> bool:
+        return self in _RETRYABLE
+
+    @classmethod
+    def parse(cls, value: object) -> ErrorCode:
+        """The code named by ``value``; unknown codes map to ``INTERNAL``."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.INTERNAL
+
+
+_HTTP_STATUS = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.UNKNOWN_VOICE: 404,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TEXT_TOO_LONG: 413,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.NO_WORKERS: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+    ErrorCode.ENGINE_ERROR: 500,
+    ErrorCode.WORKER_LOST: 502,
+    ErrorCode.CANCELLED: 499,
+    ErrorCode.INTERNAL: 500,
+}
+
+_RETRYABLE = frozenset(
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.OVERLOADED,
+        ErrorCode.NO_WORKERS,
+        ErrorCode.WORKER_LOST,
+    }
+)
+
+
+class ServiceError(Exception):
+    """An error a server answers with: a code, a message, and an optional ``Retry-After``."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.retryable = code.retryable if retryable is None else retryable
+
+    @property
+    def http_status(self) -> int:
+        return self.code.http_status
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.retryable)
+
+    def frame(self) -> ErrorFrame:
+        return ErrorFrame(code=self.code.value, message=self.message, retryable=self.retryable)
+
+
+class RequestError(ServiceError):
+    """A request that is malformed: always ``invalid_request`` unless said otherwise."""
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> None:
+        super().__init__(code, message)
+
+
+class ProtocolError(Exception):
+    """A peer broke protocol v1: malformed NDJSON, a seq gap, a stream without an end."""
+
+
+def error_body(code: ErrorCode | str, message: str, retryable: bool | None = None) -> dict[str, Any]:
+    """The JSON body of an HTTP error response."""
+    parsed = ErrorCode.parse(code) if not isinstance(code, ErrorCode) else code
+    code_str = code.value if isinstance(code, ErrorCode) else str(code)
+    if retryable is None:
+        retryable = parsed.retryable
+    return {"error": {"code": code_str, "message": message, "retryable": retryable}}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class TTSRequest:
+    """A validated ``POST /v1/tts/stream`` body."""
+
+    text: str
+    """What to say; never empty or whitespace-only."""
+    voice: str | None = None
+    """Voice preset or id; ``None`` means the engine's default."""
+    timeout_s: float | None = None
+    """Requested deadline in seconds; the server caps it."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Generation parameters, passed to the engine and validated there."""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": self.text, "voice": self.voice}
+        if self.timeout_s is not None:
+            body["timeout_s"] = self.timeout_s
+        body.update(self.params)
+        return body
+
+
+def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
+    """Validate a request body (bytes, text or already-decoded JSON).
+
+    Raises :class:`RequestError` with the protocol's code for every defect.
+    """
+    if isinstance(raw, (bytes, bytearray, str)):
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(f"body is not valid JSON: {exc}") from exc
+    else:
+        data = raw
+    if not isinstance(data, dict):
+        raise RequestError(f"body must be a JSON object, got {_json_type(data)}")
+    text = data.get("text")
+    if "text" not in data:
+        raise RequestError("missing required field 'text'")
+    if not isinstance(text, str):
+        raise RequestError(f"'text' must be a string, got {_json_type(text)}")
+    if not text.strip():
+        raise RequestError("'text' is empty or only whitespace")
+    if len(text) > max_text_chars:
+        raise RequestError(
+            f"'text' has {len(text)} characters; the limit is {max_text_chars}",
+            ErrorCode.TEXT_TOO_LONG,
+        )
+    voice = data.get("voice")
+    if voice is not None and not isinstance(voice, str):
+        raise RequestError(f"'voice' must be a string or null, got {_json_type(voice)}")
+    if isinstance(voice, str) and not voice.strip():
+        voice = None
+    timeout = data.get("timeout_s")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise RequestError(f"'timeout_s' must be a number, got {_json_type(timeout)}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise RequestError(f"'timeout_s' must be a positive number, got {timeout}")
+        timeout = float(timeout)
+    params = {k: v for k, v in data.items() if k not in RESERVED_REQUEST_KEYS}
+    return TTSRequest(text=text, voice=voice, timeout_s=timeout, params=params)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class ChunkFrame:
+    """The next piece of audio: ``samples`` int16 samples in ``pcm``."""
+
+    seq: int
+    """Position in the stream, from 0, without gaps."""
+    pcm: bytes
+    """Raw PCM, s16le mono 24 kHz; even length."""
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // SAMPLE_WIDTH_BYTES
+
+
+@dataclass(frozen=True)
+class MetricsFrame:
+    """Timing and load facts (``queue_ms``, ``ttfb_ms``, ``rtf``, ``queue_depth``…)."""
+
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EosFrame:
+    """The stream is complete."""
+
+    samples_total: int
+    chunks_total: int
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    """The stream failed; nothing follows."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+Frame = Union[ChunkFrame, MetricsFrame, EosFrame, ErrorFrame]
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """One NDJSON line (with its trailing newline) for ``frame``."""
+    if isinstance(frame, ChunkFrame):
+        # Hot path: base64 output needs no JSON escaping, so build the line directly.
+        audio = base64.b64encode(frame.pcm).decode("ascii")
+        return (
+            f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n'
+        ).encode("ascii")
+    obj: dict[str, Any]
+    if isinstance(frame, MetricsFrame):
+        obj = {"type": "metrics", **frame.values}
+    elif isinstance(frame, EosFrame):
+        obj = {
+            "type": "eos",
+            "samples_total": frame.samples_total,
+            "chunks_total": frame.chunks_total,
+        }
+    else:
+        obj = {
+            "type": "error",
+            "code": frame.code,
+            "message": frame.message,
+            "retryable": frame.retryable,
+        }
+    return (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+
+
+def decode_frame(line: bytes | str) -> Frame | None:
+    """Decode one NDJSON line. Unknown frame types give ``None``; malformed ones raise."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed NDJSON line: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("NDJSON line is not a JSON object")
+    kind = obj.get("type")
+    if kind == "chunk":
+        seq, audio = obj.get("seq"), obj.get("audio")
+        if not _is_int(seq) or not isinstance(audio, str):
+            raise ProtocolError("chunk frame needs integer 'seq' and string 'audio'")
+        try:
+            pcm = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"chunk {seq} audio is not base64: {exc}") from exc
+        if len(pcm) % SAMPLE_WIDTH_BYTES:
+            raise ProtocolError(f"chunk {seq} has an odd byte length {len(pcm)}")
+        declared = obj.get("samples")
+        if declared is not None and declared != len(pcm) // SAMPLE_WIDTH_BYTES:
+            raise ProtocolError(f"chunk {seq} declares {declared} samples, carries {len(pcm) // 2}")
+        return ChunkFrame(seq=seq, pcm=pcm)
+    if kind == "metrics":
+        return MetricsFrame({k: v for k, v in obj.items() if k != "type"})
+    if kind == "eos":
+        samples_total, chunks_total = obj.get("samples_total"), obj.get("chunks_total")
+        if not _is_int(samples_total) or not _is_int(chunks_total):
+            raise ProtocolError("eos frame needs integer 'samples_total' and 'chunks_total'")
+        return EosFrame(samples_total=samples_total, chunks_total=chunks_total)
+    if kind == "error":
+        code, message = obj.get("code"), obj.get("message", "")
+        if not isinstance(code, str):
+            raise ProtocolError("error frame needs a string 'code'")
+        return ErrorFrame(code=code, message=str(message), retryable=bool(obj.get("retryable")))
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class FrameDecoder:
+    """Incremental NDJSON decoder: feed it bytes split anywhere, get whole frames.
+
+    Tolerates ``\\r\\n`` and blank lines and skips unknown frame types. A line
+    longer than ``max_line_bytes`` or malformed JSON raises :class:`ProtocolError`.
+    """
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_line_bytes = max_line_bytes
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        self._buffer += data
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                break
+            self._decode_line(self._buffer[start:end], frames)
+            start = end + 1
+        if start:
+            del self._buffer[:start]
+        if len(self._buffer) > self._max_line_bytes:
+            raise ProtocolError(f"NDJSON line longer than {self._max_line_bytes} bytes")
+        return frames
+
+    def close(self) -> list[Frame]:
+        """Decode a final line that had no trailing newline."""
+        frames: list[Frame] = []
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._decode_line(rest, frames)
+        return frames
+
+    def _decode_line(self, line: bytes | bytearray, out: list[Frame]) -> None:
+        if len(line) > self._max_line_bytes:
+            raise ProtocolError(f"NDJSON line longer than {self._max_line_bytes} bytes")
+        stripped = bytes(line).strip()
+        if not stripped:
+            return
+        frame = decode_frame(stripped)
+        if frame is not None:
+            out.append(frame)
+
+
+class StreamTracker:
+    """Checks a frame sequence against the v1 rules as it goes.
+
+    ``observe`` raises :class:`ProtocolError` on a seq gap, a frame after the
+    end, or an ``eos`` whose totals disagree with what was received.
+    """
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.samples = 0
+        self.ended: EosFrame | ErrorFrame | None = None
+
+    @property
+    def complete(self) -> bool:
+        return isinstance(self.ended, EosFrame)
+
+    def observe(self, frame: Frame) -> None:
+        if self.ended is not None:
+            raise ProtocolError("frame received after the end of the stream")
+        if isinstance(frame, ChunkFrame):
+            if frame.seq != self.chunks:
+                raise ProtocolError(f"chunk seq {frame.seq} where {self.chunks} was expected")
+            self.chunks += 1
+            self.samples += frame.samples
+        elif isinstance(frame, EosFrame):
+            if frame.chunks_total != self.chunks or frame.samples_total != self.samples:
+                raise ProtocolError(
+                    f"eos declares {frame.chunks_total} chunks / {frame.samples_total} samples, "
+                    f"received {self.chunks} / {self.samples}"
+                )
+            self.ended = frame
+        elif isinstance(frame, ErrorFrame):
+            self.ended = frame
