@@ -39,7 +39,7 @@ def duration_s(pcm_bytes: int, rate_hz: int = SAMPLE_RATE_HZ) -> float:
 def float_to_int16(samples: NDArray[np.floating]) -> bytes:
     """Float samples in [-1, 1] to s16le bytes, clipping out-of-range values."""
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    return bytes((clipped * 32767.0).round().astype("<i2").tobytes())
 
 
 def wav_header(data_bytes: int | None, rate_hz: int = SAMPLE_RATE_HZ) -> bytes:
@@ -90,7 +90,9 @@ class StreamResampler:
         import soxr
 
         self._passthrough = from_hz == to_hz
-        self._stream = None if self._passthrough else soxr.ResampleStream(from_hz, to_hz, 1, dtype="int16", quality="HQ")
+        self._stream = (
+            None if self._passthrough else soxr.ResampleStream(from_hz, to_hz, 1, dtype="int16", quality="HQ")
+        )
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Resampled audio for ``pcm``; pass ``last=True`` with the final piece to flush."""

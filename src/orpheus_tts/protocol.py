@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any, TypeGuard
 
 __all__ = [
     "AUDIO_FORMAT",
@@ -298,7 +298,7 @@ class ErrorFrame:
     retryable: bool = False
 
 
-Frame = Union[ChunkFrame, MetricsFrame, EosFrame, ErrorFrame]
+Frame = ChunkFrame | MetricsFrame | EosFrame | ErrorFrame
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -306,9 +306,9 @@ def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, ChunkFrame):
         # Hot path: base64 output needs no JSON escaping, so build the line directly.
         audio = base64.b64encode(frame.pcm).decode("ascii")
-        return (
-            f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n'
-        ).encode("ascii")
+        return (f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n').encode(
+            "ascii"
+        )
     obj: dict[str, Any]
     if isinstance(frame, MetricsFrame):
         obj = {"type": "metrics", **frame.values}
@@ -366,7 +366,7 @@ def decode_frame(line: bytes | str) -> Frame | None:
     return None
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -33,7 +33,19 @@ __all__ = [
 
 ParamType = Literal["float", "int", "bool", "str"]
 
-OPENAI_VOICE_NAMES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
+OPENAI_VOICE_NAMES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
 ORPHEUS_ENGLISH_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 DEFAULT_VOICE_ALIASES: tuple[str, ...] = OPENAI_VOICE_NAMES + ORPHEUS_ENGLISH_VOICES
 """Names that, by default, resolve to an engine's default voice when it lacks them."""

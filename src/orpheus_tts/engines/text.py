@@ -16,7 +16,29 @@ DEFAULT_MAX_SEGMENT_CHARS = 300
 # A sentence ends at . ! ? … (and closing quotes/brackets after them) followed by
 # whitespace, unless the dot belongs to a common abbreviation or an initial.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co no fig approx dept est mt".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "inc",
+        "ltd",
+        "co",
+        "no",
+        "fig",
+        "approx",
+        "dept",
+        "est",
+        "mt",
+    ]
 )
 _SENTENCE_END = re.compile(r"""([.!?…]+["'”’)\]]*)\s+""")
 _CLAUSE_END = re.compile(r"""([,;:—–]["'”’)\]]*)\s+""")

@@ -1,0 +1,145 @@
+"""A deterministic engine for tests, benchmarks and fault drills (``--engine test``).
+
+It speaks no words: each text segment becomes a tone whose pitch and length
+derive from the segment, so every received stream can be checked byte for byte
+against :func:`render`. A per-audio-second compute cost makes it behave like a
+real engine under load. Fault knobs (delays, stalls, crashes, errors) are
+request parameters that exist only when the engine is built with
+``faults=True``; they are never on by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from orpheus_tts.engines.base import (
+    DEFAULT_VOICE_ALIASES,
+    EngineError,
+    ParamSpec,
+    Voice,
+    VoiceCatalog,
+)
+from orpheus_tts.engines.text import split_segments
+from orpheus_tts.protocol import SAMPLE_RATE_HZ
+
+__all__ = ["ToneEngine", "render"]
+
+SAMPLES_PER_CHAR = 240
+"""Each character of text becomes 10 ms of tone."""
+DEFAULT_PIECE_SAMPLES = 2400
+"""The engine yields 100 ms pieces."""
+TONE_AMPLITUDE = 0.3
+
+_VOICES = [
+    Voice("tone", "en-US", "Test tone: a sine per segment, for routing and load tests"),
+    Voice("tone-low", "en-US", "Test tone an octave lower"),
+]
+
+_BASE_SPECS = [
+    ParamSpec("speed", "float", 1.0, 0.25, 4.0, "Playback speed: higher is shorter audio"),
+    ParamSpec(
+        "temperature", "float", None, 0.0, 2.0, "Accepted for compatibility; no effect", effective=False
+    ),
+    ParamSpec("top_p", "float", None, 0.0, 1.0, "Accepted for compatibility; no effect", effective=False),
+    ParamSpec("top_k", "int", None, 0, None, "Accepted for compatibility; no effect", effective=False),
+    ParamSpec("max_tokens", "int", None, 1, None, "Accepted for compatibility; no effect", effective=False),
+    ParamSpec(
+        "seed",
+        "int",
+        None,
+        0,
+        None,
+        "Accepted for compatibility; output is always deterministic",
+        effective=False,
+    ),
+]
+
+_FAULT_SPECS = [
+    ParamSpec("fault_first_delay_ms", "float", 0.0, 0.0, 600_000.0, "Delay before the first piece"),
+    ParamSpec("fault_piece_delay_ms", "float", 0.0, 0.0, 600_000.0, "Delay before every piece"),
+    ParamSpec("fault_stall_after", "int", -1, -1, None, "Hang forever after this many pieces"),
+    ParamSpec("fault_error_after", "int", -1, -1, None, "Raise an engine error after this many pieces"),
+    ParamSpec("fault_crash_after", "int", -1, -1, None, "Kill the whole process after this many pieces"),
+]
+
+
+def _tone(segment: str, voice: str, speed: float) -> NDArray[np.int16]:
+    samples = max(1, round(len(segment) * SAMPLES_PER_CHAR / speed))
+    freq = 200.0 + zlib.crc32(segment.encode("utf-8")) % 600
+    if voice == "tone-low":
+        freq /= 2
+    t = np.arange(samples, dtype=np.float64) / SAMPLE_RATE_HZ
+    wave = TONE_AMPLITUDE * np.sin(2 * np.pi * freq * t)
+    out: NDArray[np.int16] = (wave * 32767).round().astype("<i2")
+    return out
+
+
+def render(text: str, voice: str = "tone", speed: float = 1.0) -> bytes:
+    """The exact PCM the engine produces for ``text``: what a test compares against."""
+    return b"".join(_tone(s, voice, speed).tobytes() for s in split_segments(text))
+
+
+class ToneEngine:
+    """Deterministic tone engine; see the module docstring."""
+
+    name = "test"
+
+    def __init__(
+        self,
+        capacity: int = 4,
+        compute_s_per_audio_s: float = 0.0,
+        piece_samples: int = DEFAULT_PIECE_SAMPLES,
+        faults: bool = False,
+        voice_aliases: dict[str, str] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.compute_s_per_audio_s = compute_s_per_audio_s
+        self.piece_samples = piece_samples
+        self.faults = faults
+        aliases = {a: "tone" for a in DEFAULT_VOICE_ALIASES} if voice_aliases is None else voice_aliases
+        self.catalog = VoiceCatalog(voices=list(_VOICES), default="tone", aliases=aliases)
+
+    def param_specs(self) -> list[ParamSpec]:
+        return _BASE_SPECS + (_FAULT_SPECS if self.faults else [])
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def synthesize(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        speed = float(params.get("speed") or 1.0)
+        first_delay = float(params.get("fault_first_delay_ms") or 0.0) / 1000
+        piece_delay = float(params.get("fault_piece_delay_ms") or 0.0) / 1000
+        stall_after = int(params.get("fault_stall_after", -1))
+        error_after = int(params.get("fault_error_after", -1))
+        crash_after = int(params.get("fault_crash_after", -1))
+        if first_delay:
+            await asyncio.sleep(first_delay)
+        emitted = 0
+        for segment in split_segments(text):
+            pcm = _tone(segment, voice, speed)
+            for start in range(0, len(pcm), self.piece_samples):
+                if emitted == stall_after:
+                    await asyncio.Event().wait()
+                if emitted == error_after:
+                    raise EngineError(f"injected engine error after {emitted} pieces")
+                if emitted == crash_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                piece = pcm[start : start + self.piece_samples]
+                cost = self.compute_s_per_audio_s * len(piece) / SAMPLE_RATE_HZ + piece_delay
+                # Always yield control, so a fast engine still lets other streams run.
+                await asyncio.sleep(cost)
+                emitted += 1
+                yield piece.tobytes()

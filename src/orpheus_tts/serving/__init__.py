@@ -1,0 +1,1 @@
+"""Pieces both servers (worker and gateway) share: streaming responses, errors, metrics."""

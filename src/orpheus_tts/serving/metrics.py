@@ -1,0 +1,73 @@
+"""Prometheus metrics shared by workers and the gateway (prefix ``orpheus_``).
+
+Each app owns its own :class:`CollectorRegistry`, so two apps in one process
+(tests, ``serve``) never mix their numbers. No label carries an unbounded
+value: no keys, no request ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+
+_LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+_RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class ServiceMetrics:
+    """The metrics every server exports; the gateway adds its own on the same registry."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "orpheus_requests", "Synthesis requests by outcome", ["role", "outcome"], registry=r
+        )
+        self.duration = Histogram(
+            "orpheus_request_duration_seconds",
+            "Whole request duration",
+            ["role"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.ttfa = Histogram(
+            "orpheus_time_to_first_audio_seconds",
+            "Admission to first audio chunk",
+            ["role"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "orpheus_queue_wait_seconds",
+            "Time spent waiting for a slot",
+            ["role"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.rtf = Histogram(
+            "orpheus_real_time_factor",
+            "Compute time divided by audio time",
+            ["role"],
+            buckets=_RTF_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "orpheus_audio_seconds", "Seconds of audio produced", ["role"], registry=r
+        )
+        self.input_chars = Counter(
+            "orpheus_input_characters", "Characters of text accepted", ["role"], registry=r
+        )
+        self.running = Gauge("orpheus_requests_running", "Requests streaming now", ["role"], registry=r)
+        self.waiting = Gauge("orpheus_requests_waiting", "Requests queued for a slot", ["role"], registry=r)
+        self.auth_failures = Counter(
+            "orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r
+        )
+
+    def outcome(self, outcome: str) -> None:
+        self.requests.labels(self.role, outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

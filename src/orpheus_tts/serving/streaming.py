@@ -1,0 +1,114 @@
+"""A streaming response that decides its status only once the stream is ready.
+
+``prepare()`` does the work that can still fail cleanly (queueing, the first
+audio); a :class:`~orpheus_tts.protocol.ServiceError` raised there becomes a
+plain JSON error with the right status. After that the body is sent piece by
+piece, unbuffered. A client disconnect cancels the work at any point,
+preparation included, and the body iterator is always closed, so the engine
+stops and its slot is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from orpheus_tts.protocol import ServiceError
+
+__all__ = ["PreparedStream", "PreparedStreamResponse"]
+
+
+@dataclass
+class PreparedStream:
+    """A stream that is ready to send: its headers and its body."""
+
+    body: AsyncIterator[bytes]
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class PreparedStreamResponse(Response):
+    """ASGI response around a ``prepare()`` coroutine; see the module docstring."""
+
+    def __init__(
+        self,
+        prepare: Callable[[], Awaitable[PreparedStream]],
+        headers: dict[str, str] | None = None,
+        error_body: Callable[[ServiceError], dict[str, object]] | None = None,
+    ) -> None:
+        # Not Response.__init__: there is no body to render up front.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = []
+        self._prepare = prepare
+        self._extra_headers = headers or {}
+        self._error_body = error_body or (lambda e: e.body())
+        self.disconnected = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        work = asyncio.ensure_future(self._run(send))
+        watch = asyncio.ensure_future(self._wait_disconnect(receive))
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():
+                self.disconnected = True
+                work.cancel()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await work
+
+    @staticmethod
+    async def _wait_disconnect(receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _run(self, send: Send) -> None:
+        try:
+            prepared = await self._prepare()
+        except ServiceError as error:
+            await self._send_error(send, error)
+            return
+        headers = {**self._extra_headers, **prepared.headers, "content-type": prepared.media_type}
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": _raw_headers(
+                        {**headers, "cache-control": "no-store", "x-accel-buffering": "no"}
+                    ),
+                }
+            )
+            async for data in prepared.body:
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            aclose = getattr(prepared.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _send_error(self, send: Send, error: ServiceError) -> None:
+        body = json.dumps(self._error_body(error)).encode("utf-8")
+        headers = {**self._extra_headers, **error.headers(), "content-type": "application/json"}
+        if error.http_status == 401:
+            headers.setdefault("www-authenticate", "Bearer")
+        await send(
+            {"type": "http.response.start", "status": error.http_status, "headers": _raw_headers(headers)}
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]

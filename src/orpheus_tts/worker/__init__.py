@@ -1,0 +1,1 @@
+"""The worker: admission control, queueing and deadlines in front of one engine."""
