@@ -17,3 +17,12 @@ def tone_worker() -> Iterator[str]:
     """A worker with the deterministic test engine, fault knobs on."""
     with run_server(create_app(ToneEngine(capacity=2, faults=True), WorkerConfig(max_queue=2))) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def embedded_worker() -> Iterator[str]:
+    """A worker with the embedded neural voice (loaded once per test session)."""
+    from orpheus_tts.engines.embedded import create_embedded_engine
+
+    with run_server(create_app(create_embedded_engine(), WorkerConfig())) as url:
+        yield url
