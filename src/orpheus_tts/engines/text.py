@@ -51,6 +51,9 @@ def split_segments(text: str, max_chars: int = DEFAULT_MAX_SEGMENT_CHARS) -> lis
     split at commas, semicolons and dashes, and as a last resort at spaces.
     No text is dropped: joining the segments with spaces gives the words back.
     """
+    if max_chars < 1:
+        # A zero budget would never shrink the remainder in _fit: refuse it instead of looping.
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
     segments: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         for sentence in _sentences(" ".join(paragraph.split())):
