@@ -1,0 +1,370 @@
+"""One upstream attempt, and the stream it becomes once it wins the race.
+
+An attempt POSTs the request to one endpoint and reads until the first audio
+chunk (or the end of the stream): everything up to that point can still fail
+over or lose a hedged race. The winner becomes a :class:`RoutedStream`, which
+reads the rest of the body with the caller's backpressure and never replays.
+Each attempt reports exactly one verdict to its endpoint: success (``eos``, or
+a 4xx that proves the server answers), failure (no connection, 5xx, a broken
+stream, an endpoint-side ``error`` frame) or none (cancelled, abandoned,
+``overloaded``, a deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import httpx
+
+from orpheus_tts.protocol import (
+    ChunkFrame,
+    EosFrame,
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    FrameDecoder,
+    MetricsFrame,
+    ProtocolError,
+    StreamTracker,
+)
+from orpheus_tts.routing.breaker import Permit
+from orpheus_tts.routing.endpoint import Endpoint
+from orpheus_tts.routing.errors import (
+    BrokenStreamError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+
+__all__ = ["ENDPOINT_FAULT_CODES", "Attempt", "RoutedStream", "open_attempt"]
+
+DRAIN_TIMEOUT_S = 1.0
+"""After the last frame, how long we read on to reach the end of the body (so the
+connection can be reused) before closing the connection instead."""
+MAX_DRAIN_BYTES = 64 * 1024
+MAX_ERROR_MESSAGE_CHARS = 500
+"""A non-JSON error body is quoted up to this many characters."""
+
+ENDPOINT_FAULT_CODES = frozenset(
+    {ErrorCode.ENGINE_ERROR.value, ErrorCode.INTERNAL.value, ErrorCode.WORKER_LOST.value}
+)
+"""``error`` frame codes that count against the endpoint's circuit breaker."""
+
+Verdict = Literal["success", "failure", "none"]
+
+
+class Attempt:
+    """One request to one endpoint; reports its verdict exactly once."""
+
+    def __init__(
+        self, endpoint: Endpoint, permit: Permit, *, hedge: bool, clock: Callable[[], float]
+    ) -> None:
+        self.endpoint = endpoint
+        self.permit = permit
+        self.hedge = hedge
+        self.clock = clock
+        self.started = clock()
+        self.first_audio_s: float | None = None
+        """Seconds from the start to the first chunk (or end), once known."""
+        self._done = False
+        endpoint.begin(hedge=hedge)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(self, verdict: Verdict) -> None:
+        if self._done:
+            return
+        self._done = True
+        endpoint = self.endpoint
+        endpoint.end()
+        if verdict == "success":
+            endpoint.succeeded(self.permit)
+        elif verdict == "failure":
+            endpoint.failed(self.permit, self.clock())
+        else:
+            endpoint.released(self.permit)
+
+    def abandon(self) -> None:
+        """Cancelled before its first audio: no verdict, but it took at least this long."""
+        if self._done:
+            return
+        now = self.clock()
+        if self.first_audio_s is None:
+            self.endpoint.observe_abandoned(now - self.started, now)
+        self.finish("none")
+
+
+def status_verdict(error: UpstreamStatusError) -> Verdict:
+    if error.status < 500:
+        return "success"
+    if error.status in (503, 504):
+        return "none"
+    return "failure"
+
+
+def error_frame_verdict(frame: ErrorFrame) -> Verdict:
+    return "failure" if frame.code in ENDPOINT_FAULT_CODES else "none"
+
+
+async def open_attempt(
+    attempt: Attempt, content: bytes, headers: dict[str, str], timeout: httpx.Timeout
+) -> RoutedStream:
+    """Send the request and read until the first chunk or the end; see the module docstring.
+
+    Raises an :class:`UpstreamError` (after recording the verdict) when the
+    attempt fails; on cancellation it closes the connection and re-raises.
+    """
+    endpoint = attempt.endpoint
+    response: httpx.Response | None = None
+    stream: RoutedStream | None = None
+    try:
+        request = endpoint.client.build_request(
+            "POST", endpoint.stream_url, content=content, headers=headers, timeout=timeout
+        )
+        try:
+            response = await endpoint.client.send(request, stream=True)
+        except httpx.ReadTimeout as exc:
+            raise UpstreamTimeoutError(
+                endpoint.url, f"{endpoint.url} sent no response in time: {exc!r}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(endpoint.url, f"cannot reach {endpoint.url}: {exc!r}") from exc
+        endpoint.observe_headers(response.headers, attempt.clock())
+        if response.status_code != 200:
+            raise await _status_error(endpoint, response, attempt.clock)
+        stream = RoutedStream(attempt, response)
+        await stream.read_until_audio()
+        return stream
+    except UpstreamError as exc:
+        if stream is not None:
+            await stream.close_transport()
+        elif response is not None:
+            await response.aclose()
+        attempt.finish(status_verdict(exc) if isinstance(exc, UpstreamStatusError) else "failure")
+        raise
+    except BaseException:
+        attempt.abandon()
+        if stream is not None:
+            await stream.close_transport()
+        elif response is not None:
+            await response.aclose()
+        raise
+
+
+async def _status_error(
+    endpoint: Endpoint, response: httpx.Response, clock: Callable[[], float]
+) -> UpstreamStatusError:
+    status = response.status_code
+    limit = endpoint.settings.max_error_body_bytes
+    raw = bytearray()
+    try:
+        async for data in response.aiter_bytes():
+            raw += data
+            if len(raw) >= limit:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    code, message = _parse_error_body(bytes(raw[:limit]), status)
+    retry_after = _retry_after_s(response.headers.get("retry-after"))
+    if status == 503:
+        endpoint.demote_until(retry_after, clock())
+    # Any other endpoint may succeed where this one answered 5xx, whatever the body's own
+    # ``retryable`` says (that is about retrying here); but 4xx is the request's fault and
+    # 504 means its deadline is spent.
+    failover = status >= 500 and status != 504
+    return UpstreamStatusError(
+        endpoint.url,
+        status,
+        code,
+        message,
+        retry_after_s=retry_after,
+        retryable=failover,
+        headers=response.headers,
+    )
+
+
+def _parse_error_body(raw: bytes, status: int) -> tuple[str, str]:
+    """(code, message) from a v1 JSON error body, with fallbacks for anything else."""
+    try:
+        error = json.loads(raw)["error"]
+        code = error["code"]
+        if not isinstance(code, str) or not code:
+            raise TypeError
+        return code, str(error.get("message") or code)
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode("utf-8", "replace").strip()
+        return _default_code(status), text[:MAX_ERROR_MESSAGE_CHARS] or f"HTTP {status}"
+
+
+def _default_code(status: int) -> str:
+    for code in ErrorCode:
+        if code.http_status == status:
+            return code.value
+    return ErrorCode.INVALID_REQUEST.value if status < 500 else ErrorCode.INTERNAL.value
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from our servers, not worth parsing
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class RoutedStream:
+    """A v1 stream committed to one endpoint: iterate it for frames, close it when done.
+
+    Iteration yields every frame in order and ends after the terminal ``eos``
+    or ``error`` frame; a body that breaks raises :class:`BrokenStreamError`
+    (or :class:`UpstreamTimeoutError`) after the frames already received.
+    Nothing is replayed. :meth:`aclose` closes the connection, which tells
+    the server to stop.
+    """
+
+    def __init__(self, attempt: Attempt, response: httpx.Response) -> None:
+        self._attempt = attempt
+        self._response = response
+        self._chunks = response.aiter_bytes()
+        self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes)
+        self._tracker = StreamTracker()
+        self._pending: list[Frame] = []
+        self._iterating = False
+        self._closed = False
+        self.hedged = False
+        """True when a backup request was launched for this call."""
+        self.attempts = 1
+        """Upstream requests this call made, hedges and failovers included."""
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the endpoint serving the stream."""
+        return self._attempt.endpoint.url
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The upstream response headers (``X-Request-Id``, load hints…)."""
+        return self._response.headers
+
+    @property
+    def is_hedge(self) -> bool:
+        """True when the backup request won the race."""
+        return self._attempt.hedge
+
+    @property
+    def first_audio_s(self) -> float | None:
+        """Seconds from this attempt's start to its first chunk."""
+        return self._attempt.first_audio_s
+
+    def __aiter__(self) -> AsyncIterator[Frame]:
+        if self._iterating:
+            raise RuntimeError("a RoutedStream can be iterated only once")
+        self._iterating = True
+        return self._frames()
+
+    async def read_until_audio(self) -> None:
+        """Buffer frames until the first chunk or the terminal frame (attempt phase)."""
+        attempt = self._attempt
+        while not any(isinstance(f, (ChunkFrame, EosFrame, ErrorFrame)) for f in self._pending):
+            self._pending.extend(await self._read())
+        now = attempt.clock()
+        attempt.first_audio_s = now - attempt.started
+        attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
+
+    async def _frames(self) -> AsyncIterator[Frame]:
+        try:
+            while True:
+                frames, self._pending = self._pending, []
+                for frame in frames:
+                    if isinstance(frame, (EosFrame, ErrorFrame)):
+                        await self._end(frame)
+                        yield frame
+                        return
+                    yield frame
+                try:
+                    self._pending = await self._read()
+                except UpstreamError:
+                    await self.close_transport()
+                    self._attempt.finish("failure")
+                    raise
+        finally:
+            await self.aclose()
+
+    async def _read(self) -> list[Frame]:
+        """The next frames from the body; raises (recording nothing) if the body breaks."""
+        url = self._attempt.endpoint.url
+        try:
+            data = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            frames = self._decode(None)
+            if not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
+                raise BrokenStreamError(
+                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
+                ) from None
+            return frames
+        except httpx.ReadTimeout as exc:
+            raise UpstreamTimeoutError(url, f"{url} stopped sending: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise BrokenStreamError(
+                url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {exc!r}"
+            ) from exc
+        return self._decode(data)
+
+    def _decode(self, data: bytes | None) -> list[Frame]:
+        url = self._attempt.endpoint.url
+        endpoint, now = self._attempt.endpoint, self._attempt.clock()
+        out: list[Frame] = []
+        try:
+            frames = self._decoder.feed(data) if data is not None else self._decoder.close()
+            for frame in frames:
+                self._tracker.observe(frame)
+                out.append(frame)
+                if isinstance(frame, MetricsFrame):
+                    endpoint.observe_metrics(frame.values, now)
+                elif isinstance(frame, (EosFrame, ErrorFrame)):
+                    break  # nothing may follow; ignore whatever does
+        except ProtocolError as exc:
+            raise BrokenStreamError(url, f"the stream from {url} broke protocol v1: {exc}") from exc
+        return out
+
+    async def _end(self, frame: EosFrame | ErrorFrame) -> None:
+        """The terminal frame arrived: reach the end of the body, then report the verdict."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
+        await self.close_transport()
+        self._attempt.finish("success" if isinstance(frame, EosFrame) else error_frame_verdict(frame))
+
+    async def _drain(self) -> None:
+        drained = 0
+        async for data in self._chunks:
+            drained += len(data)
+            if drained > MAX_DRAIN_BYTES:
+                return
+
+    async def close_transport(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        aclose: Any = getattr(self._chunks, "aclose", None)
+        try:
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        finally:
+            await self._response.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; a stream closed before its end records no verdict."""
+        await self.close_transport()
+        self._attempt.finish("none")

@@ -1,0 +1,446 @@
+"""The router: pick an endpoint, race a hedge, fail over, and hand back one stream.
+
+The one entry point the SDK and the gateway share::
+
+    router = Router(["http://w1:8001", "http://w2:8001"], RoutingSettings(hedge_ttfb_ms=300))
+    async for frame in router.stream({"text": "Hello"}, {"Authorization": "Bearer KEY"}):
+        ...  # ChunkFrame, MetricsFrame, then EosFrame or ErrorFrame
+    await router.aclose()
+
+or, for a caller that must decide its HTTP status before streaming::
+
+    routed = await router.open(body, headers)   # raises before any audio, or commits
+    async for frame in routed: ...
+
+Nothing is yielded until one attempt has produced its first chunk (or ended),
+so an exception out of :meth:`Router.open` (or before the first frame of
+:meth:`Router.stream`) always means no audio was produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import statistics
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from orpheus_tts.protocol import NDJSON_MEDIA_TYPE, Frame
+from orpheus_tts.routing.breaker import BreakerState
+from orpheus_tts.routing.budget import Budget
+from orpheus_tts.routing.endpoint import Endpoint, EndpointSnapshot, normalize_url
+from orpheus_tts.routing.errors import (
+    BrokenStreamError,
+    NoEndpointAvailableError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from orpheus_tts.routing.race import Attempt, RoutedStream, open_attempt
+from orpheus_tts.routing.scoring import pick_two
+from orpheus_tts.routing.settings import RoutingSettings
+
+__all__ = ["Router", "RouterStats", "RoutingEvent"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoutingEvent:
+    """Something a metrics exporter counts: a hedge's fate or a failover."""
+
+    kind: str
+    """``"hedge"`` or ``"failover"``."""
+    outcome: str
+    """hedge: ``won`` (the backup delivered first), ``lost``, ``denied`` (budget);
+    failover: ``sent`` or ``denied`` (budget or attempts exhausted)."""
+    endpoint: str | None = None
+    """The endpoint the event concerns, when there is one."""
+
+
+@dataclass(frozen=True)
+class RouterStats:
+    """Counters since the router started."""
+
+    requests: int
+    """Calls to :meth:`Router.open` / :meth:`Router.stream`."""
+    attempts: int
+    """Upstream requests sent, hedges and failovers included."""
+    hedges_launched: int
+    hedges_won: int
+    hedges_denied: int
+    """Hedges the budget refused."""
+    failovers: int
+    failovers_denied: int
+    """Failovers the retry budget refused."""
+
+
+class Router:
+    """Routes v1 synthesis requests over a set of endpoints; see the module docstring.
+
+    ``endpoints`` are base URLs or :class:`Endpoint` objects. ``transport`` is
+    given to every endpoint built here (tests pass ``httpx.MockTransport``).
+    ``on_event`` is called for every :class:`RoutingEvent` (it must not block).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str | Endpoint],
+        settings: RoutingSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_event: Callable[[RoutingEvent], None] | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or RoutingSettings()
+        self._transport = transport
+        self._on_event = on_event
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._endpoints: list[Endpoint] = []
+        for item in endpoints:
+            self.add_endpoint(item)
+        self._hedge_budget = Budget(
+            self.settings.hedge_budget_ratio,
+            self.settings.hedge_budget_reserve,
+            self.settings.budget_window_s,
+        )
+        self._retry_budget = Budget(
+            self.settings.retry_budget_ratio,
+            self.settings.retry_budget_reserve,
+            self.settings.budget_window_s,
+        )
+        self._counts = dict.fromkeys(
+            (
+                "requests",
+                "attempts",
+                "hedges_launched",
+                "hedges_won",
+                "hedges_denied",
+                "failovers",
+                "failovers_denied",
+            ),
+            0,
+        )
+        self._closed = False
+
+    # ------------------------------------------------------------------ endpoints
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(self._endpoints)
+
+    def add_endpoint(self, endpoint: str | Endpoint) -> Endpoint:
+        """Add an endpoint; a new URL starts from the fleet's median latency (or the prior)."""
+        if isinstance(endpoint, str):
+            url = normalize_url(endpoint)
+            if any(e.url == url for e in self._endpoints):
+                raise ValueError(f"endpoint {url} is already routed to")
+            now = self._clock()
+            known = [e.ttfb.value(now) for e in self._endpoints if e.ttfb.samples]
+            prior = statistics.median(known) if known else None
+            endpoint = Endpoint(
+                url, self.settings, transport=self._transport, prior_ttfb_ms=prior, clock=self._clock
+            )
+        elif any(e.url == endpoint.url for e in self._endpoints):
+            raise ValueError(f"endpoint {endpoint.url} is already routed to")
+        self._endpoints.append(endpoint)
+        return endpoint
+
+    def remove_endpoint(self, url: str) -> Endpoint:
+        """Stop routing to ``url``; the caller closes the returned endpoint once its streams end."""
+        url = normalize_url(url)
+        for endpoint in self._endpoints:
+            if endpoint.url == url:
+                self._endpoints.remove(endpoint)
+                return endpoint
+        raise KeyError(url)
+
+    def snapshots(self) -> list[EndpointSnapshot]:
+        """Every endpoint's live state (not a stable API)."""
+        return [e.snapshot() for e in self._endpoints]
+
+    def stats(self) -> RouterStats:
+        return RouterStats(**self._counts)
+
+    async def probe_all(self) -> dict[str, bool]:
+        """Health-probe every endpoint at once (``GET /readyz``); marks each up or down."""
+        endpoints = list(self._endpoints)
+        results = await asyncio.gather(*(e.probe() for e in endpoints))
+        return {e.url: ok for e, ok in zip(endpoints, results, strict=True)}
+
+    async def aclose(self) -> None:
+        """Close every endpoint's HTTP client; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for endpoint in self._endpoints:
+            await endpoint.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ streaming
+
+    async def stream(
+        self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> AsyncGenerator[Frame, None]:
+        """Frames of one synthesis: :meth:`open`, then iterate; the connection closes at the end."""
+        routed = await self.open(body, headers)
+        try:
+            async for frame in routed:
+                yield frame
+        finally:
+            await routed.aclose()
+
+    async def open(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> RoutedStream:
+        """Race attempts until one produces audio; raises a routing error if none can.
+
+        ``body`` is the v1 request object, sent as-is to every attempt;
+        ``headers`` are added to each upstream request (authorization, request id).
+        """
+        if self._closed:
+            raise RuntimeError("the router is closed")
+        try:
+            content = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the request body is not JSON-serializable: {exc}") from exc
+        request_headers = {"content-type": "application/json", "accept": NDJSON_MEDIA_TYPE, **(headers or {})}
+        timeout = self._timeout_for(body.get("timeout_s"))
+        now = self._clock()
+        self._counts["requests"] += 1
+        self._hedge_budget.record_request(now)
+        self._retry_budget.record_request(now)
+        return await _Race(self, content, request_headers, timeout).run()
+
+    def _timeout_for(self, requested: Any) -> httpx.Timeout:
+        s = self.settings
+        deadline = (
+            float(requested)
+            if isinstance(requested, (int, float)) and not isinstance(requested, bool)
+            else None
+        )
+        if deadline is not None and not (math.isfinite(deadline) and deadline > 0):
+            deadline = None
+        return httpx.Timeout(
+            connect=s.connect_timeout_s,
+            read=s.read_timeout_for(deadline),
+            write=s.write_timeout_s,
+            pool=s.pool_timeout_s,
+        )
+
+    # ------------------------------------------------------------------ selection
+
+    def _pick_first(self) -> Attempt:
+        now = self._clock()
+        candidates = [e for e in self._endpoints if e.available(now)]
+        if not candidates:
+            raise self._unavailable(now)
+        # A half-open circuit needs one request to learn whether it recovered: give it this one.
+        probes = [e for e in candidates if e.breaker.state(now) is BreakerState.HALF_OPEN]
+        if probes:
+            choice = self._rng.choice(probes)
+        else:
+            fresh = [e for e in candidates if not e.busy(now)] or candidates
+            choice = pick_two(fresh, lambda e: e.load(now), self._rng)
+        return self._attempt(choice, now, hedge=False)
+
+    def _choose_next(self, exclude: set[Endpoint]) -> Endpoint | None:
+        """The least-loaded available endpoint not in ``exclude``, or ``None``."""
+        now = self._clock()
+        candidates = [e for e in self._endpoints if e not in exclude and e.available(now)]
+        if not candidates:
+            return None
+        fresh = [e for e in candidates if not e.busy(now)] or candidates
+        return min(fresh, key=lambda e: e.load(now))
+
+    def _attempt(self, endpoint: Endpoint, now: float, *, hedge: bool) -> Attempt:
+        permit = endpoint.breaker.acquire(now)
+        if permit is None:  # available() said yes in this same loop step: cannot happen
+            raise RuntimeError(f"breaker of {endpoint.url} refused an admitted request")
+        self._counts["attempts"] += 1
+        return Attempt(endpoint, permit, hedge=hedge, clock=self._clock)
+
+    def _unavailable(self, now: float) -> NoEndpointAvailableError:
+        if not self._endpoints:
+            return NoEndpointAvailableError([], None)
+        waits = [w for e in self._endpoints if (w := e.breaker.retry_in_s(now)) is not None]
+        return NoEndpointAvailableError([e.url for e in self._endpoints], min(waits) if waits else None)
+
+    def _emit(self, kind: str, outcome: str, endpoint: str | None = None) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(RoutingEvent(kind, outcome, endpoint))
+        except Exception:
+            logger.exception("routing event callback failed")
+
+
+# Which failure to report when every attempt failed: the most informative one.
+_ERROR_RANK = {UpstreamStatusError: 4, UpstreamTimeoutError: 3, BrokenStreamError: 2, UpstreamConnectError: 1}
+
+
+class _Race:
+    """One call's attempts: the first try, at most one hedge, failovers; see :class:`Router`."""
+
+    def __init__(
+        self, router: Router, content: bytes, headers: dict[str, str], timeout: httpx.Timeout
+    ) -> None:
+        self.router = router
+        self.content = content
+        self.headers = headers
+        self.timeout = timeout
+        self.tasks: dict[asyncio.Task[RoutedStream], Attempt] = {}
+        self.tried: set[Endpoint] = set()
+        self.failed: set[Endpoint] = set()
+        self.errors: list[UpstreamError] = []
+        self.primaries = 0
+        self.primary_started = 0.0
+        self.hedge_due = router.settings.hedge_delay_s is not None
+        self.hedge: Attempt | None = None
+
+    def launch(self, attempt: Attempt) -> None:
+        self.tried.add(attempt.endpoint)
+        if not attempt.hedge:
+            self.primaries += 1
+            self.primary_started = attempt.started
+        task = asyncio.ensure_future(open_attempt(attempt, self.content, self.headers, self.timeout))
+        self.tasks[task] = attempt
+
+    async def run(self) -> RoutedStream:
+        self.launch(self.router._pick_first())
+        winner: RoutedStream | None = None
+        try:
+            while True:
+                pending = [t for t in self.tasks if not t.done()]
+                if not pending:
+                    self._fail_over()
+                    continue
+                done, _ = await asyncio.wait(
+                    pending, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    self._launch_hedge()
+                    continue
+                winner = self._settle(done)
+                if winner is not None:
+                    return winner
+        except UpstreamError:
+            if self.hedge is not None:
+                self.router._emit("hedge", "lost", self.hedge.endpoint.url)
+            raise
+        finally:
+            await self._cancel_others(winner)
+
+    def _hedge_wait(self) -> float | None:
+        delay = self.router.settings.hedge_delay_s
+        if not self.hedge_due or delay is None:
+            return None
+        return max(0.0, self.primary_started + delay - self.router._clock())
+
+    def _launch_hedge(self) -> None:
+        router = self.router
+        self.hedge_due = False
+        # The next best endpoint not yet tried; failing that, one still running (the same URL
+        # when there is only one: behind a gateway, the backup lands on another worker).
+        endpoint = router._choose_next(self.tried) or router._choose_next(self.failed)
+        if endpoint is None:
+            return
+        now = router._clock()
+        if not router._hedge_budget.try_spend(now):
+            router._counts["hedges_denied"] += 1
+            router._emit("hedge", "denied", endpoint.url)
+            return
+        router._counts["hedges_launched"] += 1
+        self.hedge = router._attempt(endpoint, now, hedge=True)
+        self.launch(self.hedge)
+
+    def _fail_over(self) -> None:
+        """Every attempt failed: launch one more on an untried endpoint, or raise the best error."""
+        router = self.router
+        if not self.errors:  # cannot happen: a finished attempt either won or left an error
+            raise RuntimeError("routing race ended without a result")
+        final = [e for e in self.errors if not e.retryable]
+        if final:
+            raise final[-1]
+        last = self._best_error()
+        if self.primaries >= router.settings.max_attempts:
+            router._counts["failovers_denied"] += 1
+            router._emit("failover", "denied", last.endpoint)
+            raise last
+        endpoint = router._choose_next(self.tried)
+        if endpoint is None:
+            raise last
+        now = router._clock()
+        if not router._retry_budget.try_spend(now):
+            router._counts["failovers_denied"] += 1
+            router._emit("failover", "denied", endpoint.url)
+            raise last
+        router._counts["failovers"] += 1
+        router._emit("failover", "sent", endpoint.url)
+        self.launch(router._attempt(endpoint, now, hedge=False))
+
+    def _settle(self, done: set[asyncio.Task[RoutedStream]]) -> RoutedStream | None:
+        """The winner among finished attempts, if any; a 4xx (the request's own fault) raises at once."""
+        winner: RoutedStream | None = None
+        rejected: UpstreamStatusError | None = None
+        for task in done:
+            error = task.exception()
+            if error is None:
+                winner = winner or task.result()
+            elif isinstance(error, UpstreamError):
+                self.failed.add(self.tasks[task].endpoint)
+                self.errors.append(error)
+                if isinstance(error, UpstreamStatusError) and error.status < 500:
+                    rejected = rejected or error
+            else:
+                raise error
+        if winner is not None:
+            self._record_win(winner)
+            return winner
+        if rejected is not None:
+            raise rejected
+        return None
+
+    def _record_win(self, winner: RoutedStream) -> None:
+        router = self.router
+        winner.hedged = self.hedge is not None
+        winner.attempts = len(self.tasks)
+        if self.hedge is None:
+            return
+        if winner.is_hedge:
+            self.hedge.endpoint.hedges_won += 1
+            router._counts["hedges_won"] += 1
+            router._emit("hedge", "won", self.hedge.endpoint.url)
+        else:
+            router._emit("hedge", "lost", self.hedge.endpoint.url)
+
+    def _best_error(self) -> UpstreamError:
+        return max(reversed(self.errors), key=lambda e: _ERROR_RANK.get(type(e), 0))
+
+    async def _cancel_others(self, winner: RoutedStream | None) -> None:
+        """Cancel every attempt but the winner, closing their connections at once."""
+        losers = [t for t in self.tasks if not t.done()]
+        for task in losers:
+            task.cancel()
+        if losers:
+            await asyncio.wait(losers)
+        for task, attempt in self.tasks.items():
+            if task.cancelled():
+                attempt.abandon()  # a task cancelled before it ran never accounted for itself
+                continue
+            if task.exception() is None:
+                stream = task.result()
+                if stream is not winner:
+                    attempt.abandon()
+                    await stream.close_transport()
