@@ -1,0 +1,207 @@
+"""``OrpheusTTS``: the SDK facade over the routing core.
+
+It turns v1 frames into raw PCM bytes and routing errors into the exceptions
+the user guide promises (:mod:`orpheus_tts.sdk.exceptions`), at one boundary:
+:func:`_translate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from orpheus_tts.protocol import ChunkFrame, EosFrame, ErrorCode, ErrorFrame, error_body
+from orpheus_tts.routing import (
+    BrokenStreamError,
+    EndpointSnapshot,
+    NoEndpointAvailableError,
+    Router,
+    RoutingError,
+    RoutingSettings,
+    UpstreamConnectError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from orpheus_tts.routing.settings import DEFAULT_HEDGE_TTFB_MS
+from orpheus_tts.sdk.exceptions import (
+    CircuitOpenError,
+    ClientClosedError,
+    ConnectError,
+    DeadlineExceeded,
+    EventLoopMismatchError,
+    HTTPStatusError,
+    InvalidRequestError,
+    OrpheusError,
+    ReadTimeout,
+    RemoteProtocolError,
+    StreamError,
+)
+
+__all__ = ["OrpheusTTS"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return f"{DEFAULT_HEDGE_TTFB_MS:g}"
+
+
+_UNSET = _Unset()
+
+
+class OrpheusTTS:
+    """Streaming text-to-speech client for one gateway or a set of gateways/workers.
+
+    ``base_urls``: one URL or a list; with several, each request goes to the
+    least-loaded healthy one. ``api_key`` is sent as ``Authorization: Bearer``.
+    ``hedge_ttfb_ms`` (default 400): when no audio arrived after this long, a
+    backup request goes to another endpoint and the first to yield audio wins;
+    ``None`` or 0 disables hedging. ``settings`` tunes the routing core
+    (:class:`~orpheus_tts.routing.RoutingSettings`); ``transport`` replaces the
+    network (an ``httpx.AsyncBaseTransport``, for tests).
+
+    One instance serves any number of concurrent :meth:`stream` calls, all on
+    the event loop that first uses it. Close it with :meth:`close` or use it
+    as ``async with OrpheusTTS(...) as tts:``.
+    """
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        api_key: str | None = None,
+        hedge_ttfb_ms: float | _Unset | None = _UNSET,
+        *,
+        settings: RoutingSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError("base_urls must name at least one gateway or worker URL")
+        settings = settings or RoutingSettings()
+        if not isinstance(hedge_ttfb_ms, _Unset):
+            settings = dataclasses.replace(settings, hedge_ttfb_ms=hedge_ttfb_ms)
+        self._router = Router(urls, settings, transport=transport)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def settings(self) -> RoutingSettings:
+        return self._router.settings
+
+    def __repr__(self) -> str:
+        urls = ", ".join(e.url for e in self._router.endpoints)
+        return f"OrpheusTTS([{urls}], hedge_ttfb_ms={self.settings.hedge_ttfb_ms})"
+
+    async def stream(self, text: str, voice: str | None = None, **params: Any) -> AsyncIterator[bytes]:
+        """Synthesize ``text``; yields raw PCM (s16le, mono, 24 kHz) chunks as they arrive.
+
+        ``voice`` and every keyword in ``params`` (``temperature``, ``top_p``,
+        ``top_k``, ``max_tokens``, ``timeout_s``…) are sent to the service
+        unchanged. Every chunk holds whole samples. The stream either ends
+        complete or raises; audio is never silently cut short, and nothing is
+        retried once a chunk was yielded.
+        """
+        self._bind_loop()
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
+        body: dict[str, Any] = {"text": text, "voice": voice, **params}
+        try:
+            json.dumps(body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"parameters must be JSON values: {exc}") from exc
+        frames = self._router.stream(body, self._headers)
+        try:
+            while True:
+                try:
+                    frame = await frames.__anext__()
+                except StopAsyncIteration:
+                    return
+                except RoutingError as exc:
+                    raise _translate(exc) from exc
+                if isinstance(frame, ChunkFrame):
+                    if frame.pcm:
+                        yield frame.pcm
+                elif isinstance(frame, EosFrame):
+                    return
+                elif isinstance(frame, ErrorFrame):
+                    raise _from_error_frame(frame)
+        finally:
+            await frames.aclose()
+
+    def endpoints(self) -> list[EndpointSnapshot]:
+        """Each endpoint's live routing state. Introspection only: not a stable API."""
+        return self._router.snapshots()
+
+    async def close(self) -> None:
+        """Close the HTTP connections. Idempotent; the instance cannot stream afterwards."""
+        if self._closed:
+            return
+        if self._loop is not None and self._loop is not _running_loop():
+            raise EventLoopMismatchError(
+                "OrpheusTTS.close() was called from a different event loop than the one the "
+                "instance streamed on; close it on that loop"
+            )
+        self._closed = True
+        await self._router.aclose()
+
+    async def __aenter__(self) -> OrpheusTTS:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _bind_loop(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this OrpheusTTS instance is closed; create a new one")
+        loop = _running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise EventLoopMismatchError(
+                "this OrpheusTTS instance is bound to another event loop (the first one that used it); "
+                "create one instance per event loop"
+            )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def _translate(error: RoutingError) -> OrpheusError:
+    """The SDK exception for a routing error: the one place they are mapped."""
+    if isinstance(error, NoEndpointAvailableError):
+        return CircuitOpenError(str(error), endpoints=error.endpoints, retry_in_s=error.retry_in_s)
+    if isinstance(error, UpstreamStatusError):
+        if error.status == 504 or error.code == ErrorCode.DEADLINE_EXCEEDED.value:
+            return DeadlineExceeded(f"the server's deadline passed: {error.message}", endpoint=error.endpoint)
+        request = httpx.Request("POST", error.endpoint + "/v1/tts/stream")
+        response = httpx.Response(
+            error.status, headers=error.headers, json=error_body(error.code, error.message), request=request
+        )
+        return HTTPStatusError(
+            f"{error.status} {error.code}: {error.message}",
+            request=request,
+            response=response,
+            code=error.code,
+            service_message=error.message,
+            retry_after_s=error.retry_after_s,
+            endpoint=error.endpoint,
+        )
+    if isinstance(error, UpstreamConnectError):
+        return ConnectError(str(error), endpoint=error.endpoint)
+    if isinstance(error, UpstreamTimeoutError):
+        return ReadTimeout(str(error), endpoint=error.endpoint)
+    if isinstance(error, BrokenStreamError):
+        return RemoteProtocolError(str(error), endpoint=error.endpoint)
+    return OrpheusError(str(error))
+
+
+def _from_error_frame(frame: ErrorFrame) -> OrpheusError:
+    if frame.code == ErrorCode.DEADLINE_EXCEEDED.value:
+        return DeadlineExceeded(f"the server's deadline passed: {frame.message}")
+    return StreamError(frame.code, frame.message, retryable=frame.retryable)
