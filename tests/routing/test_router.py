@@ -436,3 +436,18 @@ async def test_bad_bodies_and_urls_are_rejected_clearly(make_router: Callable[..
     with pytest.raises(ValueError, match="http"):
         Router(["ftp://nowhere"])
     assert body_of([]) == b""
+
+
+async def test_a_failure_sends_traffic_elsewhere_before_the_circuit_opens(
+    make_router: Callable[..., Router],
+) -> None:
+    up = Upstreams({"flaky": refuse(), "steady": ok()})
+    router = make_router(up, ["flaky", "steady"])
+    set_ttfb(router.endpoints[0], 0.01)
+    set_ttfb(router.endpoints[1], 0.02)
+    for _ in range(10):
+        await collect(router)
+    assert up.hits == {"flaky": 1, "steady": 10}
+    flaky = router.snapshots()[0]
+    assert flaky.breaker is BreakerState.CLOSED
+    assert flaky.ttfb_ewma_ms >= NO_HEDGE.failure_penalty_ms * 0.9

@@ -170,6 +170,7 @@ class Endpoint:
 
     def failed(self, permit: Permit, now: float) -> None:
         self.failures += 1
+        self.ttfb.observe_at_least(self.settings.failure_penalty_ms, now)
         self.breaker.record_failure(permit, now)
 
     def released(self, permit: Permit) -> None:

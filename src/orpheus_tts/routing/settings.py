@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_DEADLINE_GRACE_S",
     "DEFAULT_EWMA_DECAY_S",
+    "DEFAULT_FAILURE_PENALTY_MS",
     "DEFAULT_HEDGE_BUDGET_RATIO",
     "DEFAULT_HEDGE_BUDGET_RESERVE",
     "DEFAULT_HEDGE_TTFB_MS",
@@ -45,6 +46,7 @@ DEFAULT_BREAKER_FAILURE_THRESHOLD = 5
 DEFAULT_BREAKER_COOLDOWN_S = 5.0
 DEFAULT_EWMA_DECAY_S = 10.0
 DEFAULT_PRIOR_TTFB_MS = 250.0
+DEFAULT_FAILURE_PENALTY_MS = 2000.0
 DEFAULT_QUEUE_HINT_DECAY_S = 5.0
 DEFAULT_MAX_RETRY_AFTER_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -88,6 +90,8 @@ class RoutingSettings:
     """Time constant of the time-to-first-audio peak-EWMA, in seconds."""
     prior_ttfb_ms: float = DEFAULT_PRIOR_TTFB_MS
     """Time to first audio assumed for an endpoint before its first request, in milliseconds."""
+    failure_penalty_ms: float = DEFAULT_FAILURE_PENALTY_MS
+    """A failed request counts as at least this slow, so traffic leaves a failing endpoint at once."""
     queue_hint_decay_s: float = DEFAULT_QUEUE_HINT_DECAY_S
     """Time constant over which a server's queue-depth hint fades, in seconds."""
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
@@ -141,6 +145,7 @@ class RoutingSettings:
             "breaker_cooldown_s",
             "ewma_decay_s",
             "prior_ttfb_ms",
+            "failure_penalty_ms",
             "queue_hint_decay_s",
             "connect_timeout_s",
             "read_timeout_s",
