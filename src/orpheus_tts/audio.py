@@ -73,14 +73,31 @@ def wav_bytes(pcm: bytes, rate_hz: int = SAMPLE_RATE_HZ) -> bytes:
 
 
 def resample_int16(pcm: bytes, from_hz: int, to_hz: int = SAMPLE_RATE_HZ) -> bytes:
-    """Resample a whole s16le mono buffer with libsoxr (high quality)."""
+    """Resample a whole s16le mono buffer with libsoxr (high quality); the end is flushed."""
     if from_hz == to_hz:
         return pcm
     import soxr
 
-    samples = np.frombuffer(pcm, dtype="<i2")
-    out = soxr.resample(samples, from_hz, to_hz, quality="HQ")
-    return np.asarray(out, dtype="<i2").tobytes()
+    out = soxr.resample(_int16_to_float(pcm), from_hz, to_hz, quality="HQ")
+    return _float_to_int16_exact(out)
+
+
+# libsoxr dithers integer output by default (TPDF noise, randomly seeded per
+# resampler), so its int16 path gives slightly different bytes on every call.
+# Resampling in float32 and rounding here keeps the output a pure function of
+# the input, which seeded synthesis and byte-exact tests rely on.
+_INT16_SCALE = 32768.0
+
+
+def _int16_to_float(pcm: bytes) -> NDArray[np.float32]:
+    samples: NDArray[np.float32] = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    samples *= np.float32(1.0 / _INT16_SCALE)
+    return samples
+
+
+def _float_to_int16_exact(samples: NDArray[np.floating]) -> bytes:
+    scaled = np.round(np.asarray(samples, dtype=np.float32) * np.float32(_INT16_SCALE))
+    return bytes(np.clip(scaled, -32768, 32767).astype("<i2").tobytes())
 
 
 class StreamResampler:
@@ -91,13 +108,14 @@ class StreamResampler:
 
         self._passthrough = from_hz == to_hz
         self._stream = (
-            None if self._passthrough else soxr.ResampleStream(from_hz, to_hz, 1, dtype="int16", quality="HQ")
+            None
+            if self._passthrough
+            else soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality="HQ")
         )
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         """Resampled audio for ``pcm``; pass ``last=True`` with the final piece to flush."""
         if self._stream is None:
             return pcm
-        samples = np.frombuffer(pcm, dtype="<i2")
-        out = self._stream.resample_chunk(samples, last=last)
-        return np.asarray(out, dtype="<i2").tobytes()
+        out = self._stream.resample_chunk(_int16_to_float(pcm), last=last)
+        return _float_to_int16_exact(out)
