@@ -162,6 +162,14 @@ async def test_same_seed_same_audio_other_seed_other_audio(engine: PiperEngine) 
     assert await _pcm(engine, PARAGRAPH) != await _pcm(engine, PARAGRAPH)
 
 
+async def test_without_noise_the_output_needs_no_seed(engine: PiperEngine) -> None:
+    # noise_scale and noise_w reach the model: at zero, nothing random is left.
+    text = "Without noise the voice is always the same."
+    quiet = {"noise_scale": 0.0, "noise_w": 0.0}
+    assert await _pcm(engine, text, **quiet) == await _pcm(engine, text, **quiet)
+    assert await _pcm(engine, text, seed=1, noise_scale=0.0) != await _pcm(engine, text, seed=1)
+
+
 async def test_seeded_audio_does_not_depend_on_thread_counts(engine: PiperEngine) -> None:
     other = PiperEngine(capacity=1, intra_op_threads=1)
     await other.start()

@@ -195,7 +195,9 @@ class PiperEngine:
         executor, self._executor = self._executor, None
         self._model = None
         if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            # Queued segments still run (each stream then stops with EngineError at its next segment):
+            # cancelling them would surface as CancelledError in tasks that were never cancelled.
+            await asyncio.to_thread(executor.shutdown, wait=True)
 
     async def synthesize(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         """Yield 24 kHz s16le PCM, one piece per text segment.
@@ -204,8 +206,9 @@ class PiperEngine:
         ``params`` may be partial: missing keys take their defaults.
         """
         self.catalog.resolve(voice)
-        settings = self._settings(validate_params(self._specs, params))
+        values = validate_params(self._specs, params)
         model = self._require_model()
+        settings = _settings(values, model.voice.config)
         executor = self._executor
         if executor is None:
             raise EngineError("the embedded engine is closed")
@@ -228,18 +231,6 @@ class PiperEngine:
         if self._model is None:
             raise EngineError("the embedded engine is not started; await start() first")
         return self._model
-
-    def _settings(self, values: dict[str, Any]) -> _Settings:
-        length_scale = values["length_scale"]
-        if length_scale is None:
-            length_scale = 1.0 / values["speed"]
-        return _Settings(
-            length_scale=length_scale,
-            noise_scale=values["noise_scale"],
-            noise_w=values["noise_w"],
-            silence_s=values["sentence_silence_s"],
-            seed=values["seed"],
-        )
 
     def _load(self) -> _Model:
         try:
@@ -326,6 +317,21 @@ class PiperEngine:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
+def _settings(values: dict[str, Any], config: Any) -> _Settings:
+    """The model's scales from validated ``values``; ``None`` means the voice config's value."""
+    length_scale = values["length_scale"]
+    if length_scale is None:
+        length_scale = float(config.length_scale) / values["speed"]
+    noise_scale, noise_w = values["noise_scale"], values["noise_w"]
+    return _Settings(
+        length_scale=length_scale,
+        noise_scale=float(config.noise_scale) if noise_scale is None else noise_scale,
+        noise_w=float(config.noise_w_scale) if noise_w is None else noise_w,
+        silence_s=values["sentence_silence_s"],
+        seed=values["seed"],
+    )
+
+
 def _param_specs() -> list[ParamSpec]:
     return [
         ParamSpec("speed", "float", 1.0, MIN_SPEED, MAX_SPEED, "Speaking rate: 2.0 is twice as fast"),
@@ -338,9 +344,21 @@ def _param_specs() -> list[ParamSpec]:
             "Phoneme length multiplier (overrides speed): above 1 is slower",
         ),
         ParamSpec(
-            "noise_scale", "float", 0.667, 0.0, MAX_NOISE_SCALE, "Variation in the voice (VITS prior noise)"
+            "noise_scale",
+            "float",
+            None,
+            0.0,
+            MAX_NOISE_SCALE,
+            "Variation in the voice (VITS prior noise); default: the voice's own (0.667)",
         ),
-        ParamSpec("noise_w", "float", 0.8, 0.0, MAX_NOISE_SCALE, "Variation in phoneme durations"),
+        ParamSpec(
+            "noise_w",
+            "float",
+            None,
+            0.0,
+            MAX_NOISE_SCALE,
+            "Variation in phoneme durations; default: the voice's own (0.8)",
+        ),
         ParamSpec(
             "sentence_silence_s",
             "float",
