@@ -1,0 +1,368 @@
+"""The ``orpheus-tts`` command: run servers, speak text, inspect a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orpheus_tts import __version__
+from orpheus_tts.gateway.config import DEFAULT_DRAIN_GRACE_S, DEFAULT_PROBE_INTERVAL_S, GatewayConfig
+from orpheus_tts.worker.config import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_MAX_TIMEOUT_S,
+    WorkerConfig,
+)
+
+__all__ = ["main"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_WORKER_PORT = 8001
+DEFAULT_GATEWAY_PORT = 8000
+DEMO_TEXT = (
+    "Hello world from Orpheus. This sentence was spoken by a neural voice running on your own machine."
+)
+
+
+class CliError(Exception):
+    """A one-line error for the user; no traceback."""
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"ORPHEUS_{name}", default)
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    from orpheus_tts.engines.registry import ENGINE_NAMES
+
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default=_env("ENGINE", "embedded"))
+    parser.add_argument("--capacity", type=int, default=None, help="requests synthesized at once")
+    parser.add_argument(
+        "--enable-test-faults",
+        action="store_true",
+        help="test engine only: accept fault-injection parameters",
+    )
+    orpheus = parser.add_argument_group("orpheus engine")
+    orpheus.add_argument(
+        "--backend",
+        default=_env("BACKEND", "transformers"),
+        choices=["transformers", "vllm", "openai", "llamacpp"],
+    )
+    orpheus.add_argument("--model", default=_env("MODEL", None), help="model directory, GGUF file or id")
+    orpheus.add_argument("--snac", default=_env("SNAC", None), help="SNAC decoder directory or id")
+    orpheus.add_argument(
+        "--backend-url",
+        default=_env("BACKEND_URL", None),
+        help="openai backend: base URL of the completions server",
+    )
+    orpheus.add_argument(
+        "--allow-download", action="store_true", help="let the engine download missing weights"
+    )
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"capacity": args.capacity}
+    if args.engine == "test":
+        options["faults"] = args.enable_test_faults
+    elif args.engine == "orpheus":
+        options.update(
+            backend=args.backend, model=args.model, snac=args.snac, allow_download=args.allow_download
+        )
+        if args.backend_url:
+            options["base_url"] = args.backend_url
+    return options
+
+
+def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
+    parser.add_argument("--port", type=int, default=int(_env("PORT", port)))
+    parser.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
+    parser.add_argument("--api-keys-file", default=_env("API_KEYS_FILE", None), help="TOML keys file")
+    parser.add_argument(
+        "--insecure-no-auth", action="store_true", help="allow serving without keys on a non-loopback address"
+    )
+    parser.add_argument(
+        "--hedge-ttfb-ms",
+        type=float,
+        default=None,
+        help="hedge to a second worker when no audio after this long",
+    )
+    parser.add_argument("--probe-interval-s", type=float, default=DEFAULT_PROBE_INTERVAL_S)
+    parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S)
+    parser.add_argument("--log-level", default="warning")
+
+
+def _add_worker_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", DEFAULT_MAX_QUEUE)))
+    parser.add_argument(
+        "--default-timeout-s", type=float, default=float(_env("DEFAULT_TIMEOUT_S", DEFAULT_DEADLINE_S))
+    )
+    parser.add_argument(
+        "--max-timeout-s", type=float, default=float(_env("MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S))
+    )
+    parser.add_argument(
+        "--max-text-chars", type=int, default=int(_env("MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS))
+    )
+
+
+def _worker_config(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(
+        capacity=args.capacity,
+        max_queue=args.max_queue,
+        default_timeout_s=args.default_timeout_s,
+        max_timeout_s=args.max_timeout_s,
+        max_text_chars=args.max_text_chars,
+        worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+    )
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from orpheus_tts.engines.registry import create_engine
+    from orpheus_tts.worker.app import create_app
+
+    engine = create_engine(args.engine, **_engine_options(args))
+    app = create_app(engine, _worker_config(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) -> GatewayConfig:
+    return GatewayConfig(
+        workers=tuple(workers),
+        hedge_ttfb_ms=args.hedge_ttfb_ms or None,
+        default_timeout_s=args.default_timeout_s,
+        max_timeout_s=args.max_timeout_s,
+        max_text_chars=args.max_text_chars,
+        probe_interval_s=args.probe_interval_s,
+        drain_grace_s=args.drain_grace_s,
+        extra=extra,
+    )
+
+
+def _authenticator(args: argparse.Namespace) -> Any:
+    from orpheus_tts.gateway.auth import Authenticator, is_loopback_host
+
+    keys = list(args.api_key or [])
+    keys += [k.strip() for k in os.environ.get("ORPHEUS_API_KEYS", "").split(",") if k.strip()]
+    auth = Authenticator.from_sources(keys=keys, keys_file=args.api_keys_file)
+    if not auth.enabled and not is_loopback_host(args.host) and not args.insecure_no_auth:
+        raise CliError(
+            f"refusing to serve on {args.host} without API keys: pass --api-key, --api-keys-file or "
+            "ORPHEUS_API_KEYS, or --insecure-no-auth to accept unauthenticated traffic"
+        )
+    return auth
+
+
+def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
+    import uvicorn
+
+    from orpheus_tts.gateway.app import create_app
+
+    auth = _authenticator(args)
+    extra = {"mode": "serve"} if supervisor is not None else {}
+    app = create_app(_gateway_config(args, workers, **extra), auth)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(args.drain_grace_s),
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        watcher = asyncio.ensure_future(supervisor.watch()) if supervisor is not None else None
+        try:
+            await server.serve()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    asyncio.run(run())
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    if not args.worker:
+        raise CliError("give at least one --worker URL")
+    _run_gateway(args, list(args.worker))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from orpheus_tts.supervisor import WorkerSupervisor, default_worker_count
+
+    _authenticator(args)  # refuse early, before any worker starts
+    count = args.workers or default_worker_count(args.engine)
+    worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
+                   "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
+                   "--max-text-chars", str(args.max_text_chars)]  # fmt: skip
+    if args.capacity:
+        worker_args += ["--capacity", str(args.capacity)]
+    if args.enable_test_faults:
+        worker_args.append("--enable-test-faults")
+    if args.engine == "orpheus":
+        worker_args += ["--backend", args.backend]
+        for flag, value in (
+            ("--model", args.model),
+            ("--snac", args.snac),
+            ("--backend-url", args.backend_url),
+        ):
+            if value:
+                worker_args += [flag, value]
+        if args.allow_download:
+            worker_args.append("--allow-download")
+    supervisor = WorkerSupervisor(count, worker_args)
+    supervisor.start()
+    print(
+        f"orpheus-tts: gateway on http://{args.host}:{args.port} with {count} worker(s) "
+        f"({args.engine} engine) at {', '.join(supervisor.urls)}",
+        flush=True,
+    )
+    try:
+        _run_gateway(args, supervisor.urls, supervisor)
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def _cmd_say(args: argparse.Namespace) -> int:
+    text = _read_text(args.text)
+    started = time.monotonic()
+    if args.url:
+        pcm, first = asyncio.run(_say_remote(args, text))
+    else:
+        pcm, first = asyncio.run(_say_local(args, text))
+    elapsed = time.monotonic() - started
+    from orpheus_tts.audio import duration_s, wav_bytes
+
+    Path(args.output).write_bytes(wav_bytes(pcm))
+    audio_s = duration_s(len(pcm))
+    rtf = elapsed / audio_s if audio_s else 0.0
+    print(
+        f"wrote {args.output}: {audio_s:.2f} s of audio; first audio after {first * 1000:.0f} ms; "
+        f"real-time factor {rtf:.3f}"
+    )
+    return 0
+
+
+def _read_text(arg: str | None) -> str:
+    if arg is None or arg == "-":
+        text = sys.stdin.read()
+    elif arg.startswith("@"):
+        text = Path(arg[1:]).read_text(encoding="utf-8")
+    else:
+        text = arg
+    if not text.strip():
+        raise CliError("no text to speak")
+    return text
+
+
+async def _say_local(args: argparse.Namespace, text: str) -> tuple[bytes, float]:
+    from orpheus_tts.engines.base import validate_params
+    from orpheus_tts.engines.registry import create_engine
+
+    engine = create_engine(args.engine, **_engine_options(args))
+    await engine.start()
+    try:
+        voice = engine.catalog.resolve(args.voice)
+        params = validate_params(engine.param_specs(), {})
+        started = time.monotonic()
+        first: float | None = None
+        pieces = []
+        async for piece in engine.synthesize(text, voice, params):
+            first = first if first is not None else time.monotonic() - started
+            pieces.append(piece)
+        return b"".join(pieces), first or 0.0
+    finally:
+        await engine.close()
+
+
+async def _say_remote(args: argparse.Namespace, text: str) -> tuple[bytes, float]:
+    from orpheus_tts.sdk import OrpheusTTS
+
+    async with OrpheusTTS([args.url], api_key=args.api_key, hedge_ttfb_ms=None) as tts:
+        started = time.monotonic()
+        first: float | None = None
+        pieces = []
+        async for chunk in tts.stream(text=text, voice=args.voice):
+            first = first if first is not None else time.monotonic() - started
+            pieces.append(chunk)
+        return b"".join(pieces), first or 0.0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from orpheus_tts.demo import run_demo
+
+    return run_demo(args.output, args.text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orpheus-tts", description="Streaming text-to-speech.")
+    parser.add_argument("--version", action="version", version=f"orpheus-tts {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker: one engine behind admission control")
+    worker.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
+    worker.add_argument("--port", type=int, default=int(_env("PORT", DEFAULT_WORKER_PORT)))
+    worker.add_argument("--worker-id", default=None, help="name reported in metrics frames")
+    worker.add_argument("--log-level", default="warning")
+    _add_engine_args(worker)
+    _add_worker_limits(worker)
+    worker.set_defaults(func=_cmd_worker)
+
+    gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
+    _add_gateway_args(gateway, DEFAULT_GATEWAY_PORT)
+    gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
+    _add_worker_limits(gateway)
+    gateway.set_defaults(func=_cmd_gateway)
+
+    serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
+    _add_gateway_args(serve, DEFAULT_GATEWAY_PORT)
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: what fits)")
+    _add_engine_args(serve)
+    _add_worker_limits(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    say = sub.add_parser("say", help="speak text into a WAV file")
+    say.add_argument("text", nargs="?", help="the text, @FILE to read a file, or - (default) for stdin")
+    say.add_argument("-o", "--output", required=True)
+    say.add_argument("--voice", default=None)
+    say.add_argument(
+        "--url", default=_env("URL", None), help="a running gateway or worker; default: in-process"
+    )
+    say.add_argument("--api-key", default=_env("API_KEY", None))
+    _add_engine_args(say)
+    say.set_defaults(func=_cmd_say)
+
+    demo = sub.add_parser("demo", help="start the stack, speak a sentence into a WAV file, stop")
+    demo.add_argument("--output", default="hello.wav")
+    demo.add_argument("--text", default=DEMO_TEXT)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line for people, not a traceback
+        if os.environ.get("ORPHEUS_DEBUG"):
+            raise
+        print(f"orpheus-tts: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The gateway's ASGI app: ``create_app(config, authenticator)``; state lives on the app.
+
+Routes: v1 ``POST /v1/tts/stream`` (frames relayed as they arrive), OpenAI's
+``POST /v1/audio/speech``, ``/v1/voices``, ``/v1/system``, ``/metrics``,
+``/healthz``, ``/readyz``, and the web playground at ``/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response
+
+from orpheus_tts import __version__
+from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
+from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.metrics import GatewayMetrics
+from orpheus_tts.gateway.service import GatewayService, UpstreamStream
+from orpheus_tts.protocol import (
+    AUDIO_FORMAT,
+    HEADER_AUDIO_FORMAT,
+    HEADER_REQUEST_ID,
+    NDJSON_MEDIA_TYPE,
+    ChunkFrame,
+    ErrorCode,
+    ServiceError,
+    encode_frame,
+    parse_request,
+)
+from orpheus_tts.routing import Endpoint, EndpointSnapshot, Router, RoutingSettings
+from orpheus_tts.serving.body import read_body_capped
+from orpheus_tts.serving.errors import error_response, install_error_handlers
+from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST
+from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
+from orpheus_tts.worker.app import TTS_REQUEST_SCHEMA
+
+__all__ = ["create_app"]
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get(HEADER_REQUEST_ID, "")
+    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+
+
+class _Draining:
+    """Counts running streams so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Any:
+        self.active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+
+
+def create_app(
+    config: GatewayConfig,
+    authenticator: Authenticator | None = None,
+    routing: RoutingSettings | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """A gateway in front of ``config.workers``; no keys in ``authenticator`` means open access."""
+    metrics = GatewayMetrics()
+    auth = authenticator if authenticator is not None else Authenticator.from_keys([])
+    auth.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
+    settings = routing or RoutingSettings(
+        hedge_ttfb_ms=config.hedge_ttfb_ms, max_attempts=config.max_attempts
+    )
+    router = Router(list(config.workers), settings, transport=transport, on_event=metrics.on_event)
+    service = GatewayService(router, config, metrics)
+    draining = _Draining()
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await router.probe_all()
+        probes = asyncio.ensure_future(_probe_forever(router, metrics, config.probe_interval_s))
+        try:
+            yield
+        finally:
+            draining.closing = True
+            await draining.wait_idle(config.drain_grace_s)
+            probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probes
+            await router.aclose()
+
+    app = FastAPI(title="Orpheus TTS gateway", version=__version__, lifespan=lifespan)
+    app.state.router = router
+    app.state.metrics = metrics
+    app.state.service = service
+    install_error_handlers(app)
+
+    async def admit(request: Request) -> tuple[Identity, str]:
+        """Authenticate and check the gateway is taking work; raises ServiceError."""
+        if draining.closing:
+            raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
+        return auth.authenticate(request.headers), _request_id(request)
+
+    @app.post(
+        "/v1/tts/stream",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": TTS_REQUEST_SCHEMA}}}
+        },
+        response_class=Response,
+        responses={200: {"content": {"application/x-ndjson": {}}, "description": "NDJSON frame stream"}},
+    )
+    async def tts_stream(request: Request) -> Response:
+        """Synthesize speech through the workers; NDJSON frames (protocol v1)."""
+        try:
+            identity, request_id = await admit(request)
+            body = await read_body_capped(request, config.max_body_bytes)
+            tts_request = parse_request(body, max_text_chars=config.max_text_chars)
+        except ServiceError as exc:
+            metrics.outcome(exc.code.value)
+            extra = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
+            return error_response(exc, extra)
+        id_header = {HEADER_REQUEST_ID: request_id}
+
+        async def prepare() -> PreparedStream:
+            lease = auth.acquire(identity)  # 429 rate_limited over the key's quota
+            try:
+                upstream = await service.open(tts_request, request_id)
+            except BaseException:
+                lease.release()
+                raise
+            return PreparedStream(
+                body=_relay(upstream, lease),
+                media_type=NDJSON_MEDIA_TYPE,
+                headers={HEADER_AUDIO_FORMAT: AUDIO_FORMAT, **upstream.hints},
+            )
+
+        return PreparedStreamResponse(prepare, headers=id_header)
+
+    async def _relay(upstream: UpstreamStream, lease: Lease) -> AsyncIterator[bytes]:
+        samples = 0
+        with draining.track():
+            try:
+                async for frame in upstream.frames():
+                    if isinstance(frame, ChunkFrame):
+                        samples += frame.samples
+                    yield encode_frame(frame)
+            finally:
+                service.note_finished(upstream, samples)
+                lease.release()
+
+    @app.get("/v1/voices")
+    async def voices() -> JSONResponse:
+        """The union of the voices the healthy workers offer."""
+        merged: dict[str, dict[str, Any]] = {}
+        engines: set[str] = set()
+        parameters: dict[str, Any] = {}
+        default = None
+        for listing in await _fetch_json(router, "/v1/voices"):
+            engines.add(str(listing.get("engine")))
+            default = default or listing.get("default")
+            for voice in listing.get("voices", []):
+                merged.setdefault(voice["id"], voice)
+            for param in listing.get("parameters", []):
+                parameters.setdefault(param["name"], param)
+        return JSONResponse(
+            {
+                "engine": ",".join(sorted(engines)),
+                "default": default,
+                "voices": list(merged.values()),
+                "parameters": list(parameters.values()),
+            }
+        )
+
+    @app.get("/v1/system")
+    async def system() -> JSONResponse:
+        """The gateway and every worker: health, circuit, latency, load."""
+        workers = [_snapshot_json(s) for s in router.snapshots()]
+        return JSONResponse(
+            {
+                "version": __version__,
+                "role": "gateway",
+                "uptime_s": round(time.time() - started, 3),
+                "auth": "keys" if auth.enabled else "open",
+                "hedge_ttfb_ms": settings.hedge_ttfb_ms,
+                "active_streams": draining.active,
+                "workers": workers,
+                "totals": {
+                    "workers": len(workers),
+                    "healthy": sum(1 for w in workers if w.get("healthy")),
+                    "inflight": sum(int(w.get("inflight") or 0) for w in workers),
+                    "queue_depth": round(sum(float(w.get("queue_hint") or 0) for w in workers), 3),
+                },
+                **config.extra,
+            }
+        )
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        metrics.refresh(router)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """200 while the process lives."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 when at least one worker is healthy and the gateway is not draining."""
+        healthy = sum(1 for s in router.snapshots() if s.healthy)
+        if healthy and not draining.closing:
+            return JSONResponse({"status": "ready", "healthy_workers": healthy})
+        return JSONResponse({"status": "unavailable", "healthy_workers": healthy}, status_code=503)
+
+    return app
+
+
+async def _probe_forever(router: Router, metrics: GatewayMetrics, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        with contextlib.suppress(Exception):
+            await router.probe_all()
+
+
+def _snapshot_json(snapshot: EndpointSnapshot) -> dict[str, Any]:
+    data = dataclasses.asdict(snapshot)
+    data["breaker"] = snapshot.breaker.value
+    return data
+
+
+async def _fetch_json(router: Router, path: str) -> list[dict[str, Any]]:
+    """``GET path`` from every healthy worker at once; failures are skipped."""
+
+    async def one(endpoint: Endpoint) -> dict[str, Any] | None:
+        try:
+            response = await endpoint.client.get(endpoint.url + path, timeout=router.settings.probe_timeout_s)
+            data = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    results = await asyncio.gather(*(one(e) for e in router.endpoints if e.healthy))
+    return [r for r in results if r is not None]

@@ -1,0 +1,62 @@
+"""Gateway settings: one frozen value built at the edge (CLI flags, environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orpheus_tts.worker.config import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_MAX_TIMEOUT_S,
+)
+
+__all__ = [
+    "DEFAULT_DRAIN_GRACE_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_NO_WORKERS_RETRY_AFTER_S",
+    "DEFAULT_PROBE_INTERVAL_S",
+    "GatewayConfig",
+]
+
+DEFAULT_PROBE_INTERVAL_S = 1.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_DRAIN_GRACE_S = 30.0
+DEFAULT_NO_WORKERS_RETRY_AFTER_S = 2.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything a gateway needs to know besides its keys."""
+
+    workers: tuple[str, ...] = ()
+    """Base URLs of the workers behind this gateway."""
+    hedge_ttfb_ms: float | None = None
+    """Start a backup request on another worker when no audio came after this long; None disables."""
+    default_timeout_s: float = DEFAULT_DEADLINE_S
+    """Deadline of a request that names none, from admission at the gateway."""
+    max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
+    """Upper bound on a request's ``timeout_s``."""
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    """Longest ``text`` (or OpenAI ``input``) accepted."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted."""
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Workers tried for one request before the first chunk (failover), the first included."""
+    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S
+    """How often each worker's ``/readyz`` is probed."""
+    drain_grace_s: float = DEFAULT_DRAIN_GRACE_S
+    """On shutdown, how long running streams may take to finish."""
+    no_workers_retry_after_s: float = DEFAULT_NO_WORKERS_RETRY_AFTER_S
+    """``Retry-After`` sent with 503 ``no_workers``."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_timeout_s <= self.max_timeout_s:
+            raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def deadline_s(self, requested: float | None) -> float:
+        return min(requested, self.max_timeout_s) if requested else self.default_timeout_s

@@ -1,0 +1,184 @@
+"""Gateway service: one upstream stream per request, under the gateway's deadline.
+
+:meth:`GatewayService.open` routes a request to the workers (the shared
+routing core does the choosing, failover and hedging) and returns once the
+first audio chunk exists, so every failure before that is a plain HTTP status.
+:meth:`UpstreamStream.frames` then relays the rest, ending with an ``error``
+frame (``deadline_exceeded``, ``worker_lost``) instead of ever going silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.protocol import (
+    HEADER_INFLIGHT,
+    HEADER_QUEUE_DEPTH,
+    HEADER_REQUEST_ID,
+    EosFrame,
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    ServiceError,
+    TTSRequest,
+)
+from orpheus_tts.routing import (
+    NoEndpointAvailableError,
+    RoutedStream,
+    Router,
+    RoutingError,
+    UpstreamConnectError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from orpheus_tts.serving.metrics import ServiceMetrics
+
+__all__ = ["GatewayService", "UpstreamStream"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Deadline(Exception):
+    pass
+
+
+@dataclass
+class UpstreamStream:
+    """An upstream stream that has produced its first audio (or already ended)."""
+
+    routed: RoutedStream
+    deadline: float
+    """``time.monotonic()`` value after which the stream is cut."""
+    arrived: float
+    outcome: str = field(default="cancelled")
+
+    @property
+    def hints(self) -> dict[str, str]:
+        """The worker's load hints, to pass on as response headers."""
+        headers = self.routed.headers
+        return {h: headers[h] for h in (HEADER_QUEUE_DEPTH, HEADER_INFLIGHT) if h in headers}
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Every frame of the stream; always ends with ``eos`` or ``error``."""
+        frames = self.routed.__aiter__()
+        try:
+            while True:
+                try:
+                    frame = await _next_before(frames, self.deadline)
+                except StopAsyncIteration:
+                    self.outcome = ErrorCode.WORKER_LOST.value
+                    yield ErrorFrame(ErrorCode.WORKER_LOST.value, "the worker's stream ended without eos")
+                    return
+                except _Deadline:
+                    self.outcome = ErrorCode.DEADLINE_EXCEEDED.value
+                    yield ErrorFrame(
+                        ErrorCode.DEADLINE_EXCEEDED.value, "the deadline passed during synthesis"
+                    )
+                    return
+                except RoutingError as exc:
+                    self.outcome = ErrorCode.WORKER_LOST.value
+                    yield ErrorFrame(
+                        ErrorCode.WORKER_LOST.value, f"the worker was lost mid-stream: {exc}", True
+                    )
+                    return
+                yield frame
+                if isinstance(frame, EosFrame):
+                    self.outcome = "ok"
+                    return
+                if isinstance(frame, ErrorFrame):
+                    self.outcome = frame.code
+                    return
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.routed.aclose()
+
+
+async def _next_before(frames: AsyncIterator[Frame], deadline: float) -> Frame:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Deadline
+    try:
+        return await asyncio.wait_for(frames.__anext__(), timeout=remaining)
+    except asyncio.TimeoutError:
+        raise _Deadline from None
+
+
+class GatewayService:
+    """Routes v1 requests to workers; see the module docstring."""
+
+    def __init__(self, router: Router, config: GatewayConfig, metrics: ServiceMetrics) -> None:
+        self.router = router
+        self.config = config
+        self.metrics = metrics
+
+    def upstream_body(self, request: TTSRequest, timeout_s: float) -> dict[str, Any]:
+        body = request.to_json()
+        body["timeout_s"] = round(timeout_s, 3)
+        return body
+
+    async def open(self, request: TTSRequest, request_id: str) -> UpstreamStream:
+        """Route the request and wait until a worker produces its first audio."""
+        arrived = time.monotonic()
+        timeout_s = self.config.deadline_s(request.timeout_s)
+        deadline = arrived + timeout_s
+        body = self.upstream_body(request, timeout_s)
+        try:
+            routed = await asyncio.wait_for(
+                self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), timeout=timeout_s
+            )
+        except BaseException as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            self.metrics.outcome(error.code.value)
+            raise error from exc
+        self.metrics.ttfa.labels(self.metrics.role).observe(time.monotonic() - arrived)
+        self.metrics.input_chars.labels(self.metrics.role).inc(len(request.text))
+        return UpstreamStream(routed=routed, deadline=deadline, arrived=arrived)
+
+    def _translate(self, exc: BaseException) -> ServiceError | None:
+        retry_after = self.config.no_workers_retry_after_s
+        if isinstance(exc, ServiceError):
+            return exc
+        if isinstance(exc, (_Deadline, asyncio.TimeoutError)):
+            return ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline")
+        if isinstance(exc, NoEndpointAvailableError):
+            return ServiceError(ErrorCode.NO_WORKERS, f"no healthy worker: {exc}", retry_after_s=retry_after)
+        if isinstance(exc, UpstreamStatusError):
+            code = exc.error_code
+            return ServiceError(
+                code,
+                exc.message,
+                retry_after_s=exc.retry_after_s or (retry_after if code.http_status in (429, 503) else None),
+            )
+        if isinstance(exc, UpstreamTimeoutError):
+            return ServiceError(ErrorCode.DEADLINE_EXCEEDED, f"the worker did not answer in time: {exc}")
+        if isinstance(exc, UpstreamConnectError):
+            return ServiceError(
+                ErrorCode.NO_WORKERS, f"no worker could be reached: {exc}", retry_after_s=retry_after
+            )
+        if isinstance(exc, RoutingError):
+            return ServiceError(
+                ErrorCode.WORKER_LOST, f"the worker failed before audio: {exc}", retryable=True
+            )
+        if isinstance(exc, Exception):
+            logger.exception("unexpected error while opening an upstream stream")
+            return ServiceError(ErrorCode.INTERNAL, "internal error while routing the request")
+        return None
+
+    def note_finished(self, stream: UpstreamStream, samples: int) -> None:
+        role = self.metrics.role
+        self.metrics.outcome(stream.outcome)
+        self.metrics.duration.labels(role).observe(time.monotonic() - stream.arrived)
+        if samples:
+            self.metrics.audio_seconds.labels(role).inc(samples / 24_000)
