@@ -69,9 +69,7 @@ def ok(
     return behave
 
 
-def status(
-    code: int, error_code: str, message: str = "nope", headers: dict[str, str] | None = None
-) -> Behaviour:
+def status(code: int, error_code: str, message: str = "nope", headers: dict[str, str] | None = None) -> Behaviour:
     async def behave(request: httpx.Request) -> httpx.Response:
         return httpx.Response(code, json=error_body(error_code, message), headers=headers)
 

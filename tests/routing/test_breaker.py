@@ -87,9 +87,7 @@ def test_outcomes_of_requests_admitted_before_opening_are_ignored(breaker: Break
     stale_failure = early[-2]
     assert stale_failure is not None
     breaker.record_failure(stale_failure, 1.0)
-    assert breaker.retry_in_s(1.0) == pytest.approx(COOLDOWN_S - 1.0), (
-        "a stale failure must not extend the cooldown"
-    )
+    assert breaker.retry_in_s(1.0) == pytest.approx(COOLDOWN_S - 1.0), "a stale failure must not extend the cooldown"
 
 
 def test_trip_and_end_cooldown(breaker: Breaker) -> None:

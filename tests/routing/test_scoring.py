@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -20,29 +21,37 @@ def test_a_slow_sample_is_adopted_at_once() -> None:
     assert ewma.value(0.1) == pytest.approx(2000.0)
 
 
-def test_fast_samples_pull_the_estimate_down_with_time() -> None:
+def test_fast_samples_pull_the_estimate_down() -> None:
     ewma = PeakEwma(PRIOR_MS, DECAY_S, now=0.0)
     ewma.observe(50.0, now=0.0)
     ewma.observe(1000.0, now=1.0)
-    ewma.observe(50.0, now=1.5)
-    just_after = ewma.value(1.5)
-    assert 50.0 < just_after < 1000.0
-    for t in range(2, 60):
-        ewma.observe(50.0, now=float(t))
-    assert ewma.value(60.0) == pytest.approx(50.0, rel=0.05)
+    for step in range(1, 600):
+        ewma.observe(50.0, now=1.0 + step * 0.1)
+    assert 50.0 < ewma.value(1.1) < 1000.0
+    assert ewma.value(60.9) == pytest.approx(50.0, rel=0.05)
 
 
-def test_an_estimate_above_the_prior_fades_back_without_news() -> None:
+def test_steady_samples_hold_the_estimate_steady() -> None:
+    ewma = PeakEwma(PRIOR_MS, DECAY_S, now=0.0)
+    for step in range(200):
+        ewma.observe(120.0, now=step * 0.05)
+    assert ewma.value(10.0) == pytest.approx(120.0, rel=0.01)
+
+
+def test_an_idle_estimate_fades_so_the_endpoint_is_tried_again() -> None:
     ewma = PeakEwma(PRIOR_MS, DECAY_S, now=0.0)
     ewma.observe(3000.0, now=0.0)
-    assert ewma.value(DECAY_S) == pytest.approx(PRIOR_MS + (3000.0 - PRIOR_MS) / 2.718281828, rel=1e-3)
-    assert ewma.value(10 * DECAY_S) == pytest.approx(PRIOR_MS, rel=1e-3)
+    assert ewma.value(DECAY_S) == pytest.approx(3000.0 / math.e, rel=1e-3)
+    assert ewma.value(10 * DECAY_S) < 1.0
+    ewma.observe(80.0, now=10 * DECAY_S)
+    assert ewma.value(10 * DECAY_S) == pytest.approx(80.0, rel=1e-3), "after a silence the new sample rules"
 
 
-def test_a_fast_estimate_does_not_drift_up_without_news() -> None:
+def test_the_prior_applies_until_the_first_sample() -> None:
     ewma = PeakEwma(PRIOR_MS, DECAY_S, now=0.0)
+    assert ewma.value(0.0) == PRIOR_MS
     ewma.observe(20.0, now=0.0)
-    assert ewma.value(100.0) == pytest.approx(20.0)
+    assert ewma.value(0.0) == pytest.approx(20.0)
 
 
 def test_censored_sample_only_raises() -> None:

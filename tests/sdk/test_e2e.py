@@ -66,9 +66,7 @@ async def test_hedging_hides_a_slow_first_byte() -> None:
             assert first_audio_s < SLOW_FIRST_BYTE_S / 2, f"{text!r}: first audio after {first_audio_s:.2f} s"
             assert pcm == render(text), "exactly one copy of the audio"
         assert slow.started >= 1, "the slow endpoint was never tried; the test proves nothing"
-        assert await eventually(lambda: slow.cancelled == slow.started), (
-            "the loser's server never saw it leave"
-        )
+        assert await eventually(lambda: slow.cancelled == slow.started), "the loser's server never saw it leave"
         assert slow.completed == 0
         assert fast.completed == len(results)
 

@@ -63,8 +63,7 @@ def run_example(name: str, url: str, workdir: Path, *, stubs: bool = False) -> d
     )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return {
-        (tee / f"{pcm.stem}.txt").read_text(encoding="utf-8"): pcm.read_bytes()
-        for pcm in sorted(tee.glob("*.pcm"))
+        (tee / f"{pcm.stem}.txt").read_text(encoding="utf-8"): pcm.read_bytes() for pcm in sorted(tee.glob("*.pcm"))
     }
 
 

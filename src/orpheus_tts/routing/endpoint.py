@@ -83,7 +83,8 @@ class Endpoint:
         self.settings = settings = settings or RoutingSettings()
         self._clock = clock
         now = clock()
-        self.ttfb = PeakEwma(prior_ttfb_ms or settings.prior_ttfb_ms, settings.ewma_decay_s, now)
+        prior = settings.prior_ttfb_ms if prior_ttfb_ms is None else prior_ttfb_ms
+        self.ttfb = PeakEwma(prior, settings.ewma_decay_s, now)
         self.queue_hint = DecayingValue(settings.queue_hint_decay_s)
         self.server_inflight: int | None = None
         self.breaker = Breaker(settings.breaker_failure_threshold, settings.breaker_cooldown_s)

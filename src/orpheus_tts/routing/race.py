@@ -51,9 +51,7 @@ MAX_DRAIN_BYTES = 64 * 1024
 MAX_ERROR_MESSAGE_CHARS = 500
 """A non-JSON error body is quoted up to this many characters."""
 
-ENDPOINT_FAULT_CODES = frozenset(
-    {ErrorCode.ENGINE_ERROR.value, ErrorCode.INTERNAL.value, ErrorCode.WORKER_LOST.value}
-)
+ENDPOINT_FAULT_CODES = frozenset({ErrorCode.ENGINE_ERROR.value, ErrorCode.INTERNAL.value, ErrorCode.WORKER_LOST.value})
 """``error`` frame codes that count against the endpoint's circuit breaker."""
 
 Verdict = Literal["success", "failure", "none"]
@@ -62,9 +60,7 @@ Verdict = Literal["success", "failure", "none"]
 class Attempt:
     """One request to one endpoint; reports its verdict exactly once."""
 
-    def __init__(
-        self, endpoint: Endpoint, permit: Permit, *, hedge: bool, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, permit: Permit, *, hedge: bool, clock: Callable[[], float]) -> None:
         self.endpoint = endpoint
         self.permit = permit
         self.hedge = hedge
@@ -132,9 +128,7 @@ async def open_attempt(
         try:
             response = await endpoint.client.send(request, stream=True)
         except httpx.ReadTimeout as exc:
-            raise UpstreamTimeoutError(
-                endpoint.url, f"{endpoint.url} sent no response in time: {exc!r}"
-            ) from exc
+            raise UpstreamTimeoutError(endpoint.url, f"{endpoint.url} sent no response in time: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise UpstreamConnectError(endpoint.url, f"cannot reach {endpoint.url}: {exc!r}") from exc
         endpoint.observe_headers(response.headers, attempt.clock())

@@ -148,9 +148,7 @@ class Router:
             now = self._clock()
             known = [e.ttfb.value(now) for e in self._endpoints if e.ttfb.samples]
             prior = statistics.median(known) if known else None
-            endpoint = Endpoint(
-                url, self.settings, transport=self._transport, prior_ttfb_ms=prior, clock=self._clock
-            )
+            endpoint = Endpoint(url, self.settings, transport=self._transport, prior_ttfb_ms=prior, clock=self._clock)
         elif any(e.url == endpoint.url for e in self._endpoints):
             raise ValueError(f"endpoint {endpoint.url} is already routed to")
         self._endpoints.append(endpoint)
@@ -225,11 +223,7 @@ class Router:
 
     def _timeout_for(self, requested: Any) -> httpx.Timeout:
         s = self.settings
-        deadline = (
-            float(requested)
-            if isinstance(requested, (int, float)) and not isinstance(requested, bool)
-            else None
-        )
+        deadline = float(requested) if isinstance(requested, (int, float)) and not isinstance(requested, bool) else None
         if deadline is not None and not (math.isfinite(deadline) and deadline > 0):
             deadline = None
         return httpx.Timeout(
@@ -293,9 +287,7 @@ _ERROR_RANK = {UpstreamStatusError: 4, UpstreamTimeoutError: 3, BrokenStreamErro
 class _Race:
     """One call's attempts: the first try, at most one hedge, failovers; see :class:`Router`."""
 
-    def __init__(
-        self, router: Router, content: bytes, headers: dict[str, str], timeout: httpx.Timeout
-    ) -> None:
+    def __init__(self, router: Router, content: bytes, headers: dict[str, str], timeout: httpx.Timeout) -> None:
         self.router = router
         self.content = content
         self.headers = headers
@@ -326,9 +318,7 @@ class _Race:
                 if not pending:
                     self._fail_over()
                     continue
-                done, _ = await asyncio.wait(
-                    pending, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(pending, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     self._launch_hedge()
                     continue

@@ -2,9 +2,9 @@
 
 ``load = ttfb_ewma × (inflight + queue_hint + 1)``, lower is better. The
 time-to-first-audio estimate is a peak-EWMA: a slow sample is adopted at once,
-fast samples pull it down with time constant ``decay_s``. An estimate above
-the prior that gets no news fades back to the prior, so a briefly slow
-endpoint is tried again instead of being starved forever. Endpoints are
+fast samples pull it down with time constant ``decay_s``, and an estimate that
+gets no news fades, so a briefly slow endpoint is tried again instead of
+being starved forever. Endpoints are
 chosen by the power of two choices: two at random, the less loaded wins.
 """
 
@@ -21,7 +21,12 @@ T = TypeVar("T")
 
 
 class PeakEwma:
-    """Peak-sensitive exponentially weighted moving average of a latency, in milliseconds."""
+    """Peak-sensitive exponentially weighted moving average of a latency, in milliseconds.
+
+    As in Finagle's peak-EWMA: the estimate decays towards zero while no sample
+    arrives, so an endpoint that was penalised and then left idle becomes
+    attractive again and is re-measured instead of being starved forever.
+    """
 
     def __init__(self, prior_ms: float, decay_s: float, now: float) -> None:
         self.prior_ms = prior_ms
@@ -31,21 +36,21 @@ class PeakEwma:
         self.samples = 0
         """Observations so far."""
 
+    def _weight(self, now: float) -> float:
+        return math.exp(-max(0.0, now - self._stamp) / self.decay_s)
+
     def value(self, now: float) -> float:
-        """The estimate at ``now``: above the prior, it fades back towards it."""
-        if self._value_ms <= self.prior_ms:
-            return self._value_ms
-        fade = math.exp(-max(0.0, now - self._stamp) / self.decay_s)
-        return self.prior_ms + (self._value_ms - self.prior_ms) * fade
+        """The estimate at ``now``."""
+        return self._value_ms * self._weight(now)
 
     def observe(self, sample_ms: float, now: float) -> None:
-        """Add a measured latency."""
-        current = self.value(now)
+        """Add a measured latency: a peak is adopted at once, a lower sample blends in."""
+        weight = self._weight(now)
+        current = self._value_ms * weight
         if sample_ms >= current or not self.samples:  # the first real sample replaces the prior
             self._value_ms = sample_ms
         else:
-            weight = math.exp(-max(0.0, now - self._stamp) / self.decay_s)
-            self._value_ms = current * weight + sample_ms * (1.0 - weight)
+            self._value_ms = current + sample_ms * (1.0 - weight)
         self._stamp = now
         self.samples += 1
 

@@ -124,9 +124,7 @@ class RoutingSettings:
     """Path a health probe requests."""
 
     def __post_init__(self) -> None:
-        if self.hedge_ttfb_ms is not None and (
-            not math.isfinite(self.hedge_ttfb_ms) or self.hedge_ttfb_ms < 0
-        ):
+        if self.hedge_ttfb_ms is not None and (not math.isfinite(self.hedge_ttfb_ms) or self.hedge_ttfb_ms < 0):
             raise ValueError(f"hedge_ttfb_ms must be None or a non-negative number, got {self.hedge_ttfb_ms}")
         for name in ("hedge_budget_ratio", "retry_budget_ratio"):
             value = getattr(self, name)

@@ -115,9 +115,7 @@ class DeadlineExceeded(OrpheusError, asyncio.TimeoutError):
 class CircuitOpenError(OrpheusError, RuntimeError):
     """Every endpoint's circuit breaker is open: requests fail fast until a cooldown ends."""
 
-    def __init__(
-        self, message: str, *, endpoints: tuple[str, ...] = (), retry_in_s: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, endpoints: tuple[str, ...] = (), retry_in_s: float | None = None) -> None:
         super().__init__(message)
         self.endpoints = endpoints
         self.retry_in_s = retry_in_s
@@ -127,9 +125,7 @@ class CircuitOpenError(OrpheusError, RuntimeError):
 class StreamError(OrpheusError):
     """The server ended the stream with an ``error`` frame (``.code``: engine_error, worker_lost…)."""
 
-    def __init__(
-        self, code: str, message: str, *, retryable: bool = False, endpoint: str | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool = False, endpoint: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
