@@ -187,7 +187,10 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
             if watcher is not None:
                 watcher.cancel()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled; shutdown was already graceful
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:

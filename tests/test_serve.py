@@ -1,0 +1,105 @@
+"""``orpheus-tts serve`` and ``make demo``: the whole stack as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from orpheus_tts.engines.testing import render
+from tests.servers import free_port, run_cli
+from tests.streams import stream_tts
+
+SERVE_TEST = ("serve", "--engine", "test", "--enable-test-faults", "--workers", "2", "--probe-interval-s", "0.2")
+
+
+def _worker_pids(serve_pid: int) -> set[int]:
+    """Live worker processes of a serve process (zombies awaiting their reaping excluded)."""
+    pids = set()
+    for child in psutil.Process(serve_pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "worker" in child.cmdline():
+                pids.add(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
+    with run_cli(*SERVE_TEST) as (url, proc):
+        assert (await stream_tts(url, {"text": "Both workers are up."})).pcm == render("Both workers are up.")
+        system = httpx.get(f"{url}/v1/system").json()
+        assert system["totals"]["healthy"] == 2
+        assert system["mode"] == "serve"
+        before = _worker_pids(proc.pid)
+        assert len(before) == 2
+        # A worker that dies mid-stream: the stream ends with worker_lost, the worker comes back.
+        result = await stream_tts(url, {"text": "Crash here. " * 10, "fault_crash_after": 1})
+        assert result.status == 200
+        assert result.error is not None
+        assert result.error.code == "worker_lost"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = _worker_pids(proc.pid)
+            healthy = httpx.get(f"{url}/v1/system").json()["totals"]["healthy"]
+            if len(after) == 2 and after != before and healthy == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert len(after) == 2
+        assert after != before, "the dead worker was replaced by a new process"
+        assert healthy == 2
+        assert (await stream_tts(url, {"text": "Back to normal."})).error is None
+
+
+def test_ctrl_c_stops_the_whole_stack() -> None:
+    with run_cli(*SERVE_TEST) as (_, proc):
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    for pid in workers:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_refuses_public_address_without_keys() -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "orpheus_tts.cli", "serve", "--engine", "test", "--host", "0.0.0.0", "--port", str(port)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "ORPHEUS_API_KEYS": ""})
+    assert done.returncode != 0
+    assert "without API keys" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_keys_from_environment_are_enforced() -> None:
+    with run_cli(*SERVE_TEST, env={"ORPHEUS_API_KEYS": "k-one,k-two"}) as (url, _):
+        assert httpx.post(f"{url}/v1/tts/stream", json={"text": "hi"}).status_code == 401
+        ok = httpx.post(f"{url}/v1/tts/stream", json={"text": "hi"}, headers={"X-API-Key": "k-two"})
+        assert ok.status_code == 200
+
+
+@pytest.mark.asr
+def test_demo_writes_a_wav_that_says_the_sentence(tmp_path: Path) -> None:
+    from tests.asr import assert_says
+
+    output = tmp_path / "hello.wav"
+    text = "Good morning. The demo speaks through the gateway and a worker."
+    done = subprocess.run(
+        [sys.executable, "-m", "orpheus_tts.cli", "demo", "--output", str(output), "--text", text],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "time to first audio" in done.stdout
+    assert "real-time factor" in done.stdout
+    with wave.open(str(output)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24_000, 1, 2)
+        pcm = wav.readframes(wav.getnframes())
+    assert_says(pcm, text)
