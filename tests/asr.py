@@ -97,8 +97,6 @@ def assert_says(pcm: bytes, text: str, max_wer: float = DEFAULT_MAX_WER, rate: i
     heard = transcribe(pcm, rate)
     error = wer(text, heard)
     assert error <= max_wer, (
-        f"word error rate {error:.3f} > {max_wer}\n"
-        f"  expected: {normalize(text)!r}\n"
-        f"  heard:    {normalize(heard)!r}"
+        f"word error rate {error:.3f} > {max_wer}\n  expected: {normalize(text)!r}\n  heard:    {normalize(heard)!r}"
     )
     return error

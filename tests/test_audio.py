@@ -98,9 +98,7 @@ def test_stream_resampler_matches_one_shot_without_seams(piece_samples: int) -> 
     pcm = _tone(PIPER_RATE_HZ, 1.0)
     resampler = StreamResampler(PIPER_RATE_HZ)
     step = piece_samples * 2
-    pieces = [
-        resampler.process(pcm[i : i + step], last=i + step >= len(pcm)) for i in range(0, len(pcm), step)
-    ]
+    pieces = [resampler.process(pcm[i : i + step], last=i + step >= len(pcm)) for i in range(0, len(pcm), step)]
     assert all(len(p) % 2 == 0 for p in pieces)
     streamed = np.frombuffer(b"".join(pieces), dtype="<i2").astype(np.int32)
     whole = np.frombuffer(resample_int16(pcm, PIPER_RATE_HZ), dtype="<i2").astype(np.int32)

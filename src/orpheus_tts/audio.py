@@ -108,9 +108,7 @@ class StreamResampler:
 
         self._passthrough = from_hz == to_hz
         self._stream = (
-            None
-            if self._passthrough
-            else soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality="HQ")
+            None if self._passthrough else soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality="HQ")
         )
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:

@@ -151,14 +151,10 @@ class PiperEngine:
         self.intra_op_threads = _default_intra_op_threads() if intra_op_threads is None else intra_op_threads
         if self.intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {self.intra_op_threads}")
-        aliases = (
-            {a: VOICE_ID for a in DEFAULT_VOICE_ALIASES} if voice_aliases is None else dict(voice_aliases)
-        )
+        aliases = {a: VOICE_ID for a in DEFAULT_VOICE_ALIASES} if voice_aliases is None else dict(voice_aliases)
         for alias, target in aliases.items():
             if target != VOICE_ID:
-                raise ValueError(
-                    f"voice alias {alias!r} points to {target!r}; this engine offers only {VOICE_ID!r}"
-                )
+                raise ValueError(f"voice alias {alias!r} points to {target!r}; this engine offers only {VOICE_ID!r}")
         self.catalog = VoiceCatalog(
             voices=[Voice(VOICE_ID, "en-US", "Piper en_US joe: male, medium quality, neural, CPU")],
             default=VOICE_ID,
@@ -307,9 +303,7 @@ class PiperEngine:
         inputs = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": np.array(
-                [settings.noise_scale, settings.length_scale, settings.noise_w], dtype=np.float32
-            ),
+            "scales": np.array([settings.noise_scale, settings.length_scale, settings.noise_w], dtype=np.float32),
         }
         for name in model.noise_inputs:
             inputs[name] = rng.standard_normal(values, dtype=np.float32)
@@ -436,7 +430,5 @@ def create_embedded_engine(**options: Any) -> PiperEngine:
         try:
             __import__(module)
         except ImportError as exc:
-            raise EngineError(
-                f"the embedded engine needs {what}, which is not installed: {INSTALL_HINT}"
-            ) from exc
+            raise EngineError(f"the embedded engine needs {what}, which is not installed: {INSTALL_HINT}") from exc
     return PiperEngine(**options)
