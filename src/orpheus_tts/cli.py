@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,19 +179,17 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
         timeout_graceful_shutdown=int(args.drain_grace_s),
     )
     server = uvicorn.Server(config)
-
-    async def run() -> None:
-        watcher = asyncio.ensure_future(supervisor.watch()) if supervisor is not None else None
-        try:
-            await server.serve()
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-
+    watcher = None
+    if supervisor is not None:
+        watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
+        watcher.start()
     try:
-        asyncio.run(run())
+        server.run()  # uvicorn's own loop setup: uvloop and httptools when installed
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it handled; shutdown was already graceful
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -233,7 +232,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         _run_gateway(args, supervisor.urls, supervisor)
     finally:
-        supervisor.stop()
+        supervisor.stop()  # also when the gateway failed to start
     return 0
 
 

@@ -6,7 +6,6 @@ a crash is contained and the gateway's failover path is the one exercised.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -14,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,8 +92,8 @@ class WorkerSupervisor:
 
     def __init__(self, count: int, worker_args: Sequence[str]) -> None:
         self.workers = [WorkerProcess(i, _free_port("127.0.0.1"), list(worker_args)) for i in range(count)]
-        self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake = threading.Event()
 
     @property
     def urls(self) -> list[str]:
@@ -103,8 +103,8 @@ class WorkerSupervisor:
         for worker in self.workers:
             worker.start()
 
-    async def watch(self) -> None:
-        """Restart dead workers until :meth:`stop`."""
+    def watch(self) -> None:
+        """Restart dead workers until :meth:`stop` (blocking: run it in a thread)."""
         while not self._stopping:
             now = time.monotonic()
             for worker in self.workers:
@@ -123,10 +123,12 @@ class WorkerSupervisor:
                     worker.next_start_at = 0.0
                     worker.restarts += 1
                     worker.start()
-            await asyncio.sleep(POLL_INTERVAL_S)
+            self._wake.wait(POLL_INTERVAL_S)
 
     def stop(self) -> None:
+        """Stop watching, then stop every worker (SIGTERM, SIGKILL after a grace period)."""
         self._stopping = True
+        self._wake.set()
         for worker in self.workers:
             proc = worker.process
             if proc is not None and proc.poll() is None:

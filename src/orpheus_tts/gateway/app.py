@@ -87,7 +87,10 @@ def create_app(
     auth = authenticator if authenticator is not None else Authenticator.from_keys([])
     auth.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
     settings = routing or RoutingSettings(
-        hedge_ttfb_ms=config.hedge_ttfb_ms, max_attempts=config.max_attempts
+        hedge_ttfb_ms=config.hedge_ttfb_ms,
+        max_attempts=config.max_attempts,
+        max_connections=config.upstream_connections,
+        max_keepalive_connections=config.upstream_connections,
     )
     router = Router(list(config.workers), settings, transport=transport, on_event=metrics.on_event)
     service = GatewayService(router, config, metrics)

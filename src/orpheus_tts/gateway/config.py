@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_NO_WORKERS_RETRY_AFTER_S",
     "DEFAULT_PROBE_INTERVAL_S",
+    "DEFAULT_UPSTREAM_CONNECTIONS",
     "GatewayConfig",
 ]
 
@@ -23,6 +24,7 @@ DEFAULT_PROBE_INTERVAL_S = 1.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_DRAIN_GRACE_S = 30.0
 DEFAULT_NO_WORKERS_RETRY_AFTER_S = 2.0
+DEFAULT_UPSTREAM_CONNECTIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class GatewayConfig:
     """On shutdown, how long running streams may take to finish."""
     no_workers_retry_after_s: float = DEFAULT_NO_WORKERS_RETRY_AFTER_S
     """``Retry-After`` sent with 503 ``no_workers``."""
+    upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS
+    """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 
