@@ -34,11 +34,21 @@ def _worker_pids(serve_pid: int) -> set[int]:
     return pids
 
 
+def _wait_healthy(url: str, count: int, timeout_s: float = 30.0) -> dict[str, object]:
+    """``/v1/system`` once ``count`` workers are healthy (the gateway is ready after the first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        system: dict[str, object] = httpx.get(f"{url}/v1/system").json()
+        if system["totals"]["healthy"] == count or time.monotonic() > deadline:  # type: ignore[index]
+            return system
+        time.sleep(0.1)
+
+
 async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
     with run_cli(*SERVE_TEST) as (url, proc):
         assert (await stream_tts(url, {"text": "Both workers are up."})).pcm == render("Both workers are up.")
-        system = httpx.get(f"{url}/v1/system").json()
-        assert system["totals"]["healthy"] == 2
+        system = _wait_healthy(url, 2)
+        assert system["totals"]["healthy"] == 2  # type: ignore[index]
         assert system["mode"] == "serve"
         before = _worker_pids(proc.pid)
         assert len(before) == 2
@@ -61,7 +71,8 @@ async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
 
 
 def test_ctrl_c_stops_the_whole_stack() -> None:
-    with run_cli(*SERVE_TEST) as (_, proc):
+    with run_cli(*SERVE_TEST) as (url, proc):
+        _wait_healthy(url, 2)
         workers = _worker_pids(proc.pid)
         assert len(workers) == 2
         os.killpg(proc.pid, signal.SIGINT)
