@@ -412,3 +412,14 @@ def test_unlimited_keys_are_never_throttled() -> None:
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
+
+
+def test_the_documented_keys_file_loads(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "operations-keys.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert example is not None
+    entries = load_keys_file(write_keys(tmp_path, example.group(1)))
+    assert [name for name, _, _ in entries] == ["web-frontend", "batch-jobs"]
+    assert entries[0][2] == KeyLimits(max_concurrent_streams=8, requests_per_minute=600)
