@@ -35,11 +35,22 @@ from orpheus_tts.gateway.openai_speech import (
     openai_error_body,
     openai_error_response,
     parse_speech_request,
+    pcm_from_frames,
     speech_stream,
     to_tts_request,
     to_v1_body,
 )
-from orpheus_tts.protocol import SAMPLE_RATE_HZ, ErrorCode, ServiceError, TTSRequest
+from orpheus_tts.protocol import (
+    SAMPLE_RATE_HZ,
+    ChunkFrame,
+    EosFrame,
+    ErrorCode,
+    ErrorFrame,
+    Frame,
+    MetricsFrame,
+    ServiceError,
+    TTSRequest,
+)
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from tests.servers import run_server
 from tests.test_encoding import DURATION_SLACK_S, decode_audio, dominant_hz
@@ -451,3 +462,44 @@ def test_error_body_types_follow_openai() -> None:
     assert json.loads(response.body) == {
         "error": {"message": "busy", "type": "server_error", "param": None, "code": "overloaded"}
     }
+
+
+async def frames_of(*frames: Frame, closed: list[bool]) -> AsyncIterator[Frame]:
+    try:
+        for frame in frames:
+            yield frame
+    finally:
+        closed.append(True)
+
+
+async def test_pcm_from_frames() -> None:
+    closed: list[bool] = []
+    frames = frames_of(
+        MetricsFrame({"queue_ms": 1}),
+        ChunkFrame(0, b"\x01\x00"),
+        ChunkFrame(1, b"\x02\x00"),
+        EosFrame(2, 2),
+        ChunkFrame(2, b"\x03\x00"),
+        closed=closed,
+    )
+    assert [pcm async for pcm in pcm_from_frames(frames)] == [b"\x01\x00", b"\x02\x00"]
+    assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        ((ErrorFrame("deadline_exceeded", "too slow"),), ErrorCode.DEADLINE_EXCEEDED),
+        ((ErrorFrame("something_new", "?"),), ErrorCode.INTERNAL),
+        ((), ErrorCode.WORKER_LOST),
+    ],
+)
+async def test_pcm_from_frames_raises_for_a_failed_or_cut_stream(tail: tuple[Frame, ...], code: ErrorCode) -> None:
+    closed: list[bool] = []
+    received = []
+    with pytest.raises(ServiceError) as info:  # noqa: PT012
+        async for pcm in pcm_from_frames(frames_of(ChunkFrame(0, b"\x01\x00"), *tail, closed=closed)):
+            received.append(pcm)
+    assert received == [b"\x01\x00"]
+    assert info.value.code is code
+    assert closed == [True]

@@ -39,7 +39,11 @@ from orpheus_tts.encoding import AUDIO_FORMATS, StreamEncoder, create_encoder
 from orpheus_tts.protocol import (
     SAMPLE_RATE_HZ,
     SAMPLE_WIDTH_BYTES,
+    ChunkFrame,
+    EosFrame,
     ErrorCode,
+    ErrorFrame,
+    Frame,
     RequestError,
     ServiceError,
     TTSRequest,
@@ -60,6 +64,7 @@ __all__ = [
     "openai_error_body",
     "openai_error_response",
     "parse_speech_request",
+    "pcm_from_frames",
     "speech_sse_stream",
     "speech_stream",
     "to_tts_request",
@@ -209,6 +214,29 @@ def to_tts_request(request: SpeechRequest, *, voice_map: Mapping[str, str | None
 
 
 # --------------------------------------------------------------------------- responses
+
+
+async def pcm_from_frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+    """The PCM of a v1 frame stream, for :func:`speech_stream`.
+
+    Chunks are yielded in order and metrics frames skipped; an ``error`` frame
+    raises its :class:`~orpheus_tts.protocol.ServiceError`, and a stream that
+    ends without ``eos`` raises ``worker_lost``. ``frames`` is closed when this is.
+    """
+    try:
+        async for frame in frames:
+            if isinstance(frame, ChunkFrame):
+                yield frame.pcm
+            elif isinstance(frame, EosFrame):
+                return
+            elif isinstance(frame, ErrorFrame):
+                code = ErrorCode.parse(frame.code)
+                raise ServiceError(code, frame.message, retryable=frame.retryable)
+        raise ServiceError(ErrorCode.WORKER_LOST, "the stream ended without eos")
+    finally:
+        aclose = getattr(frames, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def speech_stream(request: SpeechRequest, pcm: AsyncIterator[bytes]) -> PreparedStream:
