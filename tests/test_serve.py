@@ -83,7 +83,18 @@ def test_ctrl_c_stops_the_whole_stack() -> None:
 
 def test_refuses_public_address_without_keys() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "orpheus_tts.cli", "serve", "--engine", "test", "--host", "0.0.0.0", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orpheus_tts.cli",
+        "serve",
+        "--engine",
+        "test",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "ORPHEUS_API_KEYS": ""})
     assert done.returncode != 0
     assert "without API keys" in done.stderr
@@ -105,7 +116,9 @@ def test_demo_writes_a_wav_that_says_the_sentence(tmp_path: Path) -> None:
     text = "Good morning. The demo speaks through the gateway and a worker."
     done = subprocess.run(
         [sys.executable, "-m", "orpheus_tts.cli", "demo", "--output", str(output), "--text", text],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "time to first audio" in done.stdout

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,10 @@ __all__ = ["main"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_WORKER_PORT = 8001
 DEFAULT_GATEWAY_PORT = 8000
-DEMO_TEXT = (
-    "Hello world from Orpheus. This sentence was spoken by a neural voice running on your own machine."
-)
+DEMO_TEXT = "Hello world from Orpheus. This sentence was spoken by a neural voice running on your own machine."
 
 
-class CliError(Exception):
-    """A one-line error for the user; no traceback."""
+from orpheus_tts.clientcli import CliError  # noqa: E402
 
 
 def _env(name: str, default: Any) -> Any:
@@ -63,9 +58,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         default=_env("BACKEND_URL", None),
         help="openai backend: base URL of the completions server",
     )
-    orpheus.add_argument(
-        "--allow-download", action="store_true", help="let the engine download missing weights"
-    )
+    orpheus.add_argument("--allow-download", action="store_true", help="let the engine download missing weights")
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,9 +66,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "test":
         options["faults"] = args.enable_test_faults
     elif args.engine == "orpheus":
-        options.update(
-            backend=args.backend, model=args.model, snac=args.snac, allow_download=args.allow_download
-        )
+        options.update(backend=args.backend, model=args.model, snac=args.snac, allow_download=args.allow_download)
         if args.backend_url:
             options["base_url"] = args.backend_url
     return options
@@ -102,15 +93,9 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
 
 def _add_worker_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", DEFAULT_MAX_QUEUE)))
-    parser.add_argument(
-        "--default-timeout-s", type=float, default=float(_env("DEFAULT_TIMEOUT_S", DEFAULT_DEADLINE_S))
-    )
-    parser.add_argument(
-        "--max-timeout-s", type=float, default=float(_env("MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S))
-    )
-    parser.add_argument(
-        "--max-text-chars", type=int, default=int(_env("MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS))
-    )
+    parser.add_argument("--default-timeout-s", type=float, default=float(_env("DEFAULT_TIMEOUT_S", DEFAULT_DEADLINE_S)))
+    parser.add_argument("--max-timeout-s", type=float, default=float(_env("MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S)))
+    parser.add_argument("--max-text-chars", type=int, default=int(_env("MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS)))
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -237,30 +222,35 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_say(args: argparse.Namespace) -> int:
-    text = _read_text(args.text)
-    started = time.monotonic()
-    if args.url:
-        pcm, first = asyncio.run(_say_remote(args, text))
-    else:
-        pcm, first = asyncio.run(_say_local(args, text))
-    elapsed = time.monotonic() - started
-    from orpheus_tts.audio import duration_s, wav_bytes
+    from orpheus_tts.clientcli import SayOptions, parse_params, run_say
 
-    Path(args.output).write_bytes(wav_bytes(pcm))
-    audio_s = duration_s(len(pcm))
-    rtf = elapsed / audio_s if audio_s else 0.0
-    print(
-        f"wrote {args.output}: {audio_s:.2f} s of audio; first audio after {first * 1000:.0f} ms; "
-        f"real-time factor {rtf:.3f}"
+    params = parse_params(args.param)
+    if args.speed is not None:
+        params["speed"] = args.speed
+    options = SayOptions(
+        text=_read_text(args.text, args.file),
+        output=args.output,
+        voice=args.voice,
+        params=params,
+        url=args.url,
+        api_key=args.api_key,
+        play=args.play,
+        engine=args.engine,
+        engine_options=_engine_options(args),
     )
-    return 0
+    return run_say(options)
 
 
-def _read_text(arg: str | None) -> str:
-    if arg is None or arg == "-":
+def _read_text(arg: str | None, file: str | None) -> str:
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc.strerror}") from exc
+    elif arg is None or arg == "-":
+        if sys.stdin.isatty():
+            raise CliError("give the text as an argument, with --file, or on standard input")
         text = sys.stdin.read()
-    elif arg.startswith("@"):
-        text = Path(arg[1:]).read_text(encoding="utf-8")
     else:
         text = arg
     if not text.strip():
@@ -268,37 +258,22 @@ def _read_text(arg: str | None) -> str:
     return text
 
 
-async def _say_local(args: argparse.Namespace, text: str) -> tuple[bytes, float]:
-    from orpheus_tts.engines.base import validate_params
-    from orpheus_tts.engines.registry import create_engine
+def _cmd_voices(args: argparse.Namespace) -> int:
+    from orpheus_tts.clientcli import run_voices
 
-    engine = create_engine(args.engine, **_engine_options(args))
-    await engine.start()
-    try:
-        voice = engine.catalog.resolve(args.voice)
-        params = validate_params(engine.param_specs(), {})
-        started = time.monotonic()
-        first: float | None = None
-        pieces = []
-        async for piece in engine.synthesize(text, voice, params):
-            first = first if first is not None else time.monotonic() - started
-            pieces.append(piece)
-        return b"".join(pieces), first or 0.0
-    finally:
-        await engine.close()
+    return run_voices(args.url, args.api_key, args.engine, _engine_options(args))
 
 
-async def _say_remote(args: argparse.Namespace, text: str) -> tuple[bytes, float]:
-    from orpheus_tts.sdk import OrpheusTTS
+def _cmd_system(args: argparse.Namespace) -> int:
+    from orpheus_tts.clientcli import run_system
 
-    async with OrpheusTTS([args.url], api_key=args.api_key, hedge_ttfb_ms=None) as tts:
-        started = time.monotonic()
-        first: float | None = None
-        pieces = []
-        async for chunk in tts.stream(text=text, voice=args.voice):
-            first = first if first is not None else time.monotonic() - started
-            pieces.append(chunk)
-        return b"".join(pieces), first or 0.0
+    return run_system(args.url, args.api_key, args.json)
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from orpheus_tts.clientcli import run_keys_new
+
+    return run_keys_new(args.name, args.max_concurrent_streams, args.requests_per_minute)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -334,16 +309,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_limits(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    say = sub.add_parser("say", help="speak text into a WAV file")
-    say.add_argument("text", nargs="?", help="the text, @FILE to read a file, or - (default) for stdin")
-    say.add_argument("-o", "--output", required=True)
+    say = sub.add_parser("say", help="speak text into an audio file (format from its extension) or the speakers")
+    say.add_argument("text", nargs="?", help="the text; omit it (or give -) to read standard input")
+    say.add_argument("-f", "--file", default=None, help="read the text from this file")
+    say.add_argument("-o", "--output", default=None, help="output file: .wav .mp3 .flac .ogg/.opus .aac .pcm")
+    say.add_argument("--play", action="store_true", help="play through the speakers while it streams")
     say.add_argument("--voice", default=None)
+    say.add_argument("--speed", type=float, default=None)
     say.add_argument(
-        "--url", default=_env("URL", None), help="a running gateway or worker; default: in-process"
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="a generation parameter (repeatable)"
     )
+    say.add_argument("--url", default=_env("URL", None), help="a running gateway or worker; default: in-process")
     say.add_argument("--api-key", default=_env("API_KEY", None))
     _add_engine_args(say)
     say.set_defaults(func=_cmd_say)
+
+    voices = sub.add_parser("voices", help="list the voices of a server (--url) or of an engine")
+    voices.add_argument("--url", default=_env("URL", None))
+    voices.add_argument("--api-key", default=_env("API_KEY", None))
+    _add_engine_args(voices)
+    voices.set_defaults(func=_cmd_voices)
+
+    system = sub.add_parser("system", help="a readable table of a gateway's workers (or a worker's load)")
+    system.add_argument("--url", default=_env("URL", f"http://{DEFAULT_HOST}:{DEFAULT_GATEWAY_PORT}"))
+    system.add_argument("--api-key", default=_env("API_KEY", None))
+    system.add_argument("--json", action="store_true", help="print the raw JSON")
+    system.set_defaults(func=_cmd_system)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_new = keys_sub.add_parser("new", help="print a new key and the keys-file stanza that accepts it")
+    keys_new.add_argument("name", help="the key's name, shown in logs")
+    keys_new.add_argument("--max-concurrent-streams", type=int, default=None)
+    keys_new.add_argument("--requests-per-minute", type=int, default=None)
+    keys_new.set_defaults(func=_cmd_keys_new)
 
     demo = sub.add_parser("demo", help="start the stack, speak a sentence into a WAV file, stop")
     demo.add_argument("--output", default="hello.wav")
