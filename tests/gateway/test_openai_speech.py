@@ -503,3 +503,49 @@ async def test_pcm_from_frames_raises_for_a_failed_or_cut_stream(tail: tuple[Fra
     assert received == [b"\x01\x00"]
     assert info.value.code is code
     assert closed == [True]
+
+
+class Upstream:
+    """An open upstream: closing it is observable even if nobody read from it."""
+
+    def __init__(self, *items: Any) -> None:
+        self.items = list(items)
+        self.closed = False
+
+    def __aiter__(self) -> Upstream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self.items:
+            raise StopAsyncIteration
+        return self.items.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("stream_format", ["audio", "sse"])
+@pytest.mark.parametrize("through_frames", [False, True])
+async def test_a_body_closed_before_its_first_piece_still_closes_the_upstream(
+    stream_format: str, through_frames: bool
+) -> None:
+    """The client may leave while the headers are sent, before the body's first piece is asked for."""
+    request = parse({"model": "m", "input": "Hi.", "stream_format": stream_format})
+    if through_frames:
+        upstream = Upstream(ChunkFrame(0, b"\x01\x00"), EosFrame(1, 1))
+        body = speech_stream(request, pcm_from_frames(upstream)).body
+    else:
+        upstream = Upstream(b"\x01\x00")
+        body = speech_stream(request, upstream).body
+    await body.aclose()  # type: ignore[attr-defined]
+    assert upstream.closed
+
+
+@pytest.mark.parametrize("stream_format", ["audio", "sse"])
+async def test_a_finished_body_closes_the_upstream(stream_format: str) -> None:
+    upstream = Upstream(ChunkFrame(0, b"\x01\x00" * 2400), EosFrame(1, 2400))
+    request = parse({"model": "m", "input": "Hi.", "stream_format": stream_format, "response_format": "wav"})
+    body = speech_stream(request, pcm_from_frames(upstream)).body
+    pieces = [piece async for piece in body]
+    assert pieces
+    assert upstream.closed

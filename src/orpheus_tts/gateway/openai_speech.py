@@ -29,13 +29,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from orpheus_tts.encoding import AUDIO_FORMATS, StreamEncoder, create_encoder
+from orpheus_tts.encoding import AUDIO_FORMATS, create_encoder, media_type
 from orpheus_tts.protocol import (
     SAMPLE_RATE_HZ,
     SAMPLE_WIDTH_BYTES,
@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 MIN_SPEED = 0.25
 """Slowest ``speed`` OpenAI accepts."""
@@ -216,13 +218,18 @@ def to_tts_request(request: SpeechRequest, *, voice_map: Mapping[str, str | None
 # --------------------------------------------------------------------------- responses
 
 
-async def pcm_from_frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+def pcm_from_frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
     """The PCM of a v1 frame stream, for :func:`speech_stream`.
 
     Chunks are yielded in order and metrics frames skipped; an ``error`` frame
     raises its :class:`~orpheus_tts.protocol.ServiceError`, and a stream that
-    ends without ``eos`` raises ``worker_lost``. ``frames`` is closed when this is.
+    ends without ``eos`` raises ``worker_lost``. Closing the result closes
+    ``frames``, even if it was never iterated.
     """
+    return _Closing(_pcm_from_frames(frames), frames)
+
+
+async def _pcm_from_frames(frames: AsyncIterator[Frame]) -> AsyncGenerator[bytes, None]:
     try:
         async for frame in frames:
             if isinstance(frame, ChunkFrame):
@@ -230,13 +237,36 @@ async def pcm_from_frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
             elif isinstance(frame, EosFrame):
                 return
             elif isinstance(frame, ErrorFrame):
-                code = ErrorCode.parse(frame.code)
-                raise ServiceError(code, frame.message, retryable=frame.retryable)
+                raise ServiceError(ErrorCode.parse(frame.code), frame.message, retryable=frame.retryable)
         raise ServiceError(ErrorCode.WORKER_LOST, "the stream ended without eos")
     finally:
-        aclose = getattr(frames, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(frames)
+
+
+class _Closing(Generic[_T]):
+    """An async iterator whose ``aclose()`` also closes the iterator it reads from.
+
+    An async generator that never started does not run its ``finally`` when
+    closed, so a response body that is closed before its first piece (the
+    client left while the headers were being sent) would otherwise leave the
+    upstream stream open.
+    """
+
+    def __init__(self, inner: AsyncGenerator[_T, None], source: AsyncIterator[Any]) -> None:
+        self._inner = inner
+        self._source = source
+
+    def __aiter__(self) -> _Closing[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        return await self._inner.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            await _aclose(self._source)
 
 
 def speech_stream(request: SpeechRequest, pcm: AsyncIterator[bytes]) -> PreparedStream:
@@ -246,25 +276,25 @@ def speech_stream(request: SpeechRequest, pcm: AsyncIterator[bytes]) -> Prepared
     :class:`~orpheus_tts.protocol.ServiceError` if synthesis fails midway; it is
     closed when the response ends, however it ends.
     """
+    fmt = request.response_format
     if request.stream_format == "sse":
-        body = speech_sse_stream(pcm, request.response_format, input_chars=len(request.input))
+        body = speech_sse_stream(pcm, fmt, input_chars=len(request.input))
         return PreparedStream(body=body, media_type=SSE_MEDIA_TYPE)
-    encoder = create_encoder(request.response_format)
-    return PreparedStream(body=_encoded(pcm, encoder), media_type=encoder.media_type)
+    return PreparedStream(body=encode_audio_stream(pcm, fmt), media_type=media_type(fmt))
 
 
-async def encode_audio_stream(pcm: AsyncIterator[bytes], fmt: str) -> AsyncIterator[bytes]:
+def encode_audio_stream(pcm: AsyncIterator[bytes], fmt: str) -> AsyncIterator[bytes]:
     """``pcm`` encoded as ``fmt``, each piece as soon as the encoder emits it.
 
     If ``pcm`` raises, so does this, without the encoder's tail: the HTTP
     response is then cut short, so a client never takes a truncated file for a
-    whole one.
+    whole one. Closing the result closes ``pcm``.
     """
-    async for data in _encoded(pcm, create_encoder(fmt)):
-        yield data
+    return _Closing(_encoded(pcm, fmt), pcm)
 
 
-async def _encoded(pcm: AsyncIterator[bytes], encoder: StreamEncoder) -> AsyncIterator[bytes]:
+async def _encoded(pcm: AsyncIterator[bytes], fmt: str) -> AsyncGenerator[bytes, None]:
+    encoder = create_encoder(fmt)
     finished = False
     try:
         async for chunk in pcm:
@@ -281,13 +311,18 @@ async def _encoded(pcm: AsyncIterator[bytes], encoder: StreamEncoder) -> AsyncIt
         await _aclose(pcm)
 
 
-async def speech_sse_stream(pcm: AsyncIterator[bytes], fmt: str, *, input_chars: int) -> AsyncIterator[bytes]:
+def speech_sse_stream(pcm: AsyncIterator[bytes], fmt: str, *, input_chars: int) -> AsyncIterator[bytes]:
     """Server-sent events: ``speech.audio.delta`` per encoded piece, then ``speech.audio.done``.
 
     Each delta's ``audio`` is base64 of the next bytes of a ``fmt`` file. If
     ``pcm`` fails midway, the last event is ``{"type": "error", "error":
     {...}}`` (OpenAI's error object) and no ``speech.audio.done`` is sent.
+    Closing the result closes ``pcm``.
     """
+    return _Closing(_sse_events(pcm, fmt, input_chars), pcm)
+
+
+async def _sse_events(pcm: AsyncIterator[bytes], fmt: str, input_chars: int) -> AsyncGenerator[bytes, None]:
     encoder = create_encoder(fmt)
     samples = 0
     finished = False
@@ -333,7 +368,7 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(event, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()
