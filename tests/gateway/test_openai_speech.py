@@ -175,7 +175,7 @@ def test_openai_client_create_every_format(server: Server, fmt: str) -> None:
         data = response.content
         assert response.response.headers["content-type"] == media_type(fmt)
     check_audio(data, fmt, expected_seconds(TEXT))
-    assert server.source.requests[0].voice is None  # OpenAI's voice names mean the engine's default
+    assert server.source.requests[0].voice == "alloy"  # engines resolve OpenAI's names themselves
 
 
 @pytest.mark.parametrize("fmt", AUDIO_FORMATS)
@@ -398,8 +398,9 @@ def parse(body: dict[str, Any]) -> Any:
 def test_translation_to_v1() -> None:
     plain = parse({"model": "tts-1", "input": "Hello.", "voice": "alloy"})
     assert (plain.response_format, plain.stream_format, plain.speed) == ("mp3", "audio", 1.0)
-    assert to_v1_body(plain) == {"text": "Hello.", "voice": None}
-    assert to_v1_body(plain, voice_map={}) == {"text": "Hello.", "voice": "alloy"}
+    assert to_v1_body(plain) == {"text": "Hello.", "voice": "alloy"}
+    assert to_v1_body(plain, voice_map={"alloy": None}) == {"text": "Hello.", "voice": None}
+    assert to_v1_body(plain, voice_map={"alloy": "tara"})["voice"] == "tara"
     custom = parse({"model": "m", "input": "Hi.", "voice": {"id": "tara"}, "speed": 0.5, "stream": True})
     assert to_v1_body(custom) == {"text": "Hi.", "voice": "tara", "speed": 0.5}
     no_voice = parse({"model": "m", "input": "Hi.", "speed": 1, "seed": 3, "timeout_s": 5})

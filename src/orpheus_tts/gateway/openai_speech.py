@@ -3,9 +3,9 @@
 The route is thin (the app mounts it)::
 
     request = parse_speech_request(body, max_text_chars=config.max_text_chars)
-    tts = to_tts_request(request)                  # a protocol v1 request
-    pcm = ...                                      # async iterator of PCM bytes for ``tts``
-    prepared = speech_stream(request, pcm)         # PreparedStream: body, media type
+    tts = to_tts_request(request)                   # a protocol v1 request
+    frames = ...                                    # the v1 frames a worker answers ``tts`` with
+    prepared = speech_stream(request, pcm_from_frames(frames))  # PreparedStream: body, media type
 
 Every error is OpenAI's JSON shape, ``{"error": {"message", "type", "param",
 "code"}}`` (:func:`openai_error_body`), with our protocol's error code as
@@ -14,7 +14,8 @@ Every error is OpenAI's JSON shape, ``{"error": {"message", "type", "param",
 Fields: ``model`` (required, any string: ``tts-1``, ``gpt-4o-mini-tts``,
 ``orpheus``… one gateway serves whatever its workers run), ``input``
 (required, non-empty, at most the gateway's text cap), ``voice`` (a name or
-``{"id": ...}``; OpenAI's built-in names map to the engine's default voice),
+``{"id": ...}``, passed on as the v1 ``voice``; engines answer OpenAI's
+built-in names such as ``alloy`` with their default voice unless they have one by that name),
 ``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``,
 ``pcm``), ``speed`` (0.25–4.0, passed to the engine as ``speed`` when it is
 not 1.0), ``stream_format`` (``audio`` default, or ``sse``) and
@@ -30,6 +31,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,7 +57,6 @@ __all__ = [
     "DEFAULT_VOICE_MAP",
     "MAX_SPEED",
     "MIN_SPEED",
-    "OPENAI_VOICE_NAMES",
     "SSE_MEDIA_TYPE",
     "SpeechRequest",
     "SpeechRequestError",
@@ -81,13 +82,9 @@ MAX_SPEED = 4.0
 """Fastest ``speed`` OpenAI accepts."""
 SSE_MEDIA_TYPE = "text/event-stream"
 
-OPENAI_VOICE_NAMES = frozenset(
-    {"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
-     "shimmer", "verse"}
-)  # fmt: skip
-"""OpenAI's built-in voices, which clients often hard-code."""
-DEFAULT_VOICE_MAP: Mapping[str, str | None] = {name: None for name in OPENAI_VOICE_NAMES}
-"""Voice names rewritten before routing; ``None`` means the engine's default voice."""
+DEFAULT_VOICE_MAP: Mapping[str, str | None] = MappingProxyType({})
+"""Voice names rewritten before routing (``None``: the engine's default). Empty by default:
+engines resolve OpenAI's built-in names (``alloy``…) to their default voice themselves."""
 
 _IGNORED_EXTRA_KEYS = frozenset({"stream"})
 _FORBIDDEN_EXTRA_KEYS = frozenset({"text"})
@@ -191,8 +188,8 @@ def _from_validation(exc: ValidationError) -> SpeechRequestError:
 def to_v1_body(request: SpeechRequest, *, voice_map: Mapping[str, str | None] = DEFAULT_VOICE_MAP) -> dict[str, Any]:
     """The protocol v1 body (``POST /v1/tts/stream``) that asks for the same speech.
 
-    ``voice_map`` rewrites voice names (by default OpenAI's built-in names
-    become the engine's default voice); other names pass through unchanged.
+    ``voice_map`` rewrites voice names (``None``: the engine's default voice);
+    names it does not list pass through unchanged.
     """
     voice = request.voice_name
     if voice is not None and voice in voice_map:
