@@ -458,6 +458,8 @@ def test_error_body_types_follow_openai() -> None:
     assert kind(ErrorCode.RATE_LIMITED) == "rate_limit_error"
     assert kind(ErrorCode.NO_WORKERS) == "server_error"
     assert kind(ErrorCode.DEADLINE_EXCEEDED) == "server_error"
+    assert openai_error_body(ServiceError(ErrorCode.UNKNOWN_VOICE, "no"))["error"]["param"] == "voice"
+    assert openai_error_body(ServiceError(ErrorCode.INTERNAL, "no"))["error"]["param"] is None
     response = openai_error_response(ServiceError(ErrorCode.OVERLOADED, "busy", retry_after_s=2.5))
     assert (response.status_code, response.headers["retry-after"]) == (503, "3")
     assert json.loads(response.body) == {

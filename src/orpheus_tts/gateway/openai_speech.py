@@ -374,6 +374,8 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
 # --------------------------------------------------------------------------- errors
 
 _ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+# Errors a worker answers with that can only be about one field of the OpenAI request.
+_PARAM_OF_CODE = {ErrorCode.UNKNOWN_VOICE: "voice", ErrorCode.TEXT_TOO_LONG: "input"}
 
 
 def openai_error_body(error: ServiceError, param: str | None = None) -> dict[str, Any]:
@@ -386,7 +388,7 @@ def openai_error_body(error: ServiceError, param: str | None = None) -> dict[str
     status = error.http_status
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     if param is None:
-        param = getattr(error, "param", None)
+        param = getattr(error, "param", None) or _PARAM_OF_CODE.get(error.code)
     return {"error": {"message": error.message, "type": kind, "param": param, "code": error.code.value}}
 
 
