@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from orpheus_tts.engines.base import validate_params
+from orpheus_tts.engines.base import EngineError, validate_params
 from orpheus_tts.engines.orpheus.backends import BackendError
 from orpheus_tts.engines.orpheus.backends.openai import OpenAIBackend, TokenTextParser
 from orpheus_tts.engines.orpheus.codec import SAMPLES_PER_FRAME, SnacCodec
@@ -204,3 +204,29 @@ async def test_engine_over_the_openai_backend_streams_exact_audio(server: tuple[
         await engine.close()
     assert len(pcm) // 2 == 6 * SAMPLES_PER_FRAME
     assert engine.counters()["frames"] == 6
+
+
+async def speak_via(fake: FakeServer) -> tuple[bytes, dict[str, int]]:
+    with run_server(fake.app()) as url:
+        engine = OrpheusEngine(OpenAIBackend("m", base_url=url), OrpheusConfig(), codec=SnacCodec(tiny_snac()))
+        await engine.start()
+        try:
+            params = validate_params(engine.param_specs(), {})
+            pcm = b"".join([piece async for piece in engine.synthesize("Hello.", "tara", params)])
+        finally:
+            await engine.close()
+    return pcm, engine.counters()
+
+
+async def test_a_phase_slip_costs_one_frame_not_the_rest_of_the_stream() -> None:
+    ids = audio_ids(8, seed=5)
+    del ids[3 * 7 + 2]  # frame 3 loses its slot-2 token
+    pcm, counters = await speak_via(FakeServer([*ids, 128258]))
+    assert counters["resynced"] == 1
+    assert counters["frames"] == 7
+    assert len(pcm) // 2 == 7 * SAMPLES_PER_FRAME
+
+
+async def test_no_audio_at_all_is_an_engine_error_not_an_empty_success() -> None:
+    with pytest.raises(EngineError, match="no audio"):
+        await speak_via(FakeServer([128258]))

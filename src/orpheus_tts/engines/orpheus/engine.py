@@ -113,6 +113,8 @@ class EngineCounters:
     """Text segments generated."""
     length_capped: int = 0
     """Segments that hit ``max_tokens`` before the stop token."""
+    empty_segments: int = 0
+    """Segments that ended without one complete frame."""
     samples: int = 0
     """Audio samples produced."""
 
@@ -157,6 +159,7 @@ class OrpheusEngine:
             **parser.as_dict(),
             "segments": self.stats.segments,
             "length_capped": self.stats.length_capped,
+            "empty_segments": self.stats.empty_segments,
             "samples": self.stats.samples,
             "decode_calls": batcher.calls if batcher else 0,
             "windows_decoded": batcher.windows_decoded if batcher else 0,
@@ -217,11 +220,16 @@ class OrpheusEngine:
                 if pcm.size:
                     self.stats.samples += pcm.size
                     yield float_to_int16(pcm)
+            if fader.segment_samples == 0:
+                self.stats.empty_segments += 1
+                logger.warning("a text segment produced no audio frames")
             fader.end_segment()
         tail = fader.finish()
         if tail.size:
             self.stats.samples += tail.size
             yield float_to_int16(tail)
+        elif fader.total_samples == 0:
+            raise EngineError("the model produced no audio for this text (no complete frame before it stopped)")
 
     async def _segment_audio(
         self, batcher: DecodeBatcher, prompt: Prompt, sampling: SamplingParams

@@ -30,11 +30,17 @@ class Crossfader:
         self.overlap = overlap_samples
         self._held: NDArray[np.float32] = _EMPTY
         self._at_seam = False
+        self.segment_samples = 0
+        """Samples pushed in the current segment."""
+        self.total_samples = 0
+        """Samples pushed in all segments."""
 
     def push(self, audio: NDArray[np.float32]) -> NDArray[np.float32]:
         """Take the next piece of the current segment; return what can be emitted now."""
         if audio.size == 0:
             return _EMPTY
+        self.segment_samples += audio.size
+        self.total_samples += audio.size
         if self._at_seam:
             audio = self._blend(audio)
             self._at_seam = False
@@ -49,6 +55,7 @@ class Crossfader:
     def end_segment(self) -> None:
         """The current segment is complete; the next piece starts a new one."""
         self._at_seam = self._held.size > 0
+        self.segment_samples = 0
 
     def finish(self) -> NDArray[np.float32]:
         """The end of the stream: everything still held."""
