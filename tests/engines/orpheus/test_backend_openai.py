@@ -37,7 +37,7 @@ def as_text(ids: list[int]) -> str:
 
 
 def uneven_events(ids: list[int]) -> list[dict[str, Any]]:
-    """Text events of 1, 2, 3… tokens, one token split across two events, and one id-style event."""
+    """Text events of 1, 2, 3… tokens, a token split across two events, and the two id-carrying styles."""
     events: list[dict[str, Any]] = []
     at, size = 0, 1
     while at < len(ids):
@@ -47,6 +47,8 @@ def uneven_events(ids: list[int]) -> list[dict[str, Any]]:
             events += [{"text": text[:11]}, {"text": text[11:]}]
         elif size == 4:  # vLLM's return_token_ids style: ids, text ignored
             events.append({"text": "ignored", "token_ids": chunk})
+        elif size == 5:  # return_tokens_as_token_ids: logprobs name each token "token_id:N"
+            events.append({"text": "ignored", "logprobs": {"tokens": [f"token_id:{t}" for t in chunk]}})
         else:
             events.append({"text": text})
         at += size

@@ -137,6 +137,7 @@ class LlamaCppBackend:
                 prompt_ids,
                 top_k=sampling.top_k,
                 top_p=sampling.top_p,
+                min_p=0.0,  # llama.cpp's default 0.05 would sample differently from the other backends
                 temp=sampling.temperature,
                 repeat_penalty=sampling.repetition_penalty,
                 reset=True,
