@@ -12,9 +12,9 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request
@@ -24,6 +24,15 @@ from orpheus_tts import __version__
 from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.metrics import GatewayMetrics
+from orpheus_tts.gateway.openai_speech import (
+    SpeechRequest,
+    openai_error_body,
+    openai_error_response,
+    parse_speech_request,
+    pcm_from_frames,
+    speech_stream,
+    to_tts_request,
+)
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import (
     AUDIO_FORMAT,
@@ -32,6 +41,7 @@ from orpheus_tts.protocol import (
     NDJSON_MEDIA_TYPE,
     ChunkFrame,
     ErrorCode,
+    Frame,
     ServiceError,
     encode_frame,
     parse_request,
@@ -44,6 +54,8 @@ from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.app import TTS_REQUEST_SCHEMA
 
 __all__ = ["create_app"]
+
+SPEECH_SCHEMA: dict[str, Any] = SpeechRequest.model_json_schema()
 
 
 def _request_id(request: Request) -> str:
@@ -60,16 +72,14 @@ class _Draining:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextlib.contextmanager
-    def track(self) -> Any:
+    def enter(self) -> None:
         self.active += 1
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self.active -= 1
-            if not self.active:
-                self._idle.set()
+
+    def leave(self) -> None:
+        self.active -= 1
+        if not self.active:
+            self._idle.set()
 
     async def wait_idle(self, timeout_s: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -144,31 +154,58 @@ def create_app(
         id_header = {HEADER_REQUEST_ID: request_id}
 
         async def prepare() -> PreparedStream:
-            lease = auth.acquire(identity)  # 429 rate_limited over the key's quota
+            lease = _acquire(identity)
             try:
                 upstream = await service.open(tts_request, request_id)
             except BaseException:
                 lease.release()
                 raise
             return PreparedStream(
-                body=_relay(upstream, lease),
+                body=_relay(upstream, lease, encode_frame),
                 media_type=NDJSON_MEDIA_TYPE,
                 headers={HEADER_AUDIO_FORMAT: AUDIO_FORMAT, **upstream.hints},
             )
 
         return PreparedStreamResponse(prepare, headers=id_header)
 
-    async def _relay(upstream: UpstreamStream, lease: Lease) -> AsyncIterator[bytes]:
-        samples = 0
-        with draining.track():
+    def _acquire(identity: Identity) -> Lease:
+        """A stream slot of the key's quota; 429 ``rate_limited`` (counted) when it is spent."""
+        try:
+            return auth.acquire(identity)
+        except ServiceError as exc:
+            metrics.outcome(exc.code.value)
+            raise
+
+    def _relay(upstream: UpstreamStream, lease: Lease, render: Callable[[Frame], T]) -> _Relay[T]:
+        return _Relay(upstream, lease, render, service, draining)
+
+    @app.post(
+        "/v1/audio/speech",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SPEECH_SCHEMA}}}},
+        response_class=Response,
+        responses={200: {"content": {"audio/mpeg": {}, "text/event-stream": {}}, "description": "Audio or SSE"}},
+    )
+    async def audio_speech(request: Request) -> Response:
+        """OpenAI-compatible speech: encoded audio (or SSE events) streamed as it is synthesized."""
+        try:
+            identity, request_id = await admit(request)
+            body = await read_body_capped(request, config.max_body_bytes)
+            speech = parse_speech_request(body, max_text_chars=config.max_text_chars)
+            tts_request = to_tts_request(speech)
+        except ServiceError as exc:
+            metrics.outcome(exc.code.value)
+            return openai_error_response(exc)
+
+        async def prepare() -> PreparedStream:
+            lease = _acquire(identity)
             try:
-                async for frame in upstream.frames():
-                    if isinstance(frame, ChunkFrame):
-                        samples += frame.samples
-                    yield encode_frame(frame)
-            finally:
-                service.note_finished(upstream, samples)
+                upstream = await service.open(tts_request, request_id)
+            except BaseException:
                 lease.release()
+                raise
+            return speech_stream(speech, pcm_from_frames(_relay(upstream, lease, _same)))
+
+        return PreparedStreamResponse(prepare, headers={HEADER_REQUEST_ID: request_id}, error_body=openai_error_body)
 
     @app.get("/v1/voices")
     async def voices() -> JSONResponse:
@@ -243,6 +280,67 @@ async def _probe_forever(router: Router, metrics: GatewayMetrics, interval_s: fl
         await asyncio.sleep(interval_s)
         with contextlib.suppress(Exception):
             await router.probe_all()
+
+
+T = TypeVar("T")
+
+
+def _same(frame: Frame) -> Frame:
+    return frame
+
+
+class _Relay(Generic[T]):
+    """One upstream stream's frames (rendered by ``render``), its bookkeeping done exactly once.
+
+    A class rather than an async generator: a generator that is closed before it
+    starts skips its ``finally``, and the lease, the draining count and the
+    upstream connection must be released however the response ends.
+    """
+
+    def __init__(
+        self,
+        upstream: UpstreamStream,
+        lease: Lease,
+        render: Callable[[Frame], T],
+        service: GatewayService,
+        draining: _Draining,
+    ) -> None:
+        self._upstream = upstream
+        self._frames = upstream.frames()
+        self._lease = lease
+        self._render = render
+        self._service = service
+        self._draining = draining
+        self._samples = 0
+        self._closed = False
+        draining.enter()
+
+    def __aiter__(self) -> _Relay[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            frame = await self._frames.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+        if isinstance(frame, ChunkFrame):
+            self._samples += frame.samples
+        return self._render(frame)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            aclose = getattr(self._frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._upstream.close()
+        finally:
+            self._service.note_finished(self._upstream, self._samples)
+            self._lease.release()
+            self._draining.leave()
 
 
 def _upstreams(
