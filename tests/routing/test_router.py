@@ -16,6 +16,7 @@ from orpheus_tts.routing import (
     BrokenStreamError,
     Endpoint,
     NoEndpointAvailableError,
+    RequestBodyError,
     Router,
     RoutingEvent,
     RoutingSettings,
@@ -425,7 +426,7 @@ async def test_endpoints_can_be_added_and_removed(make_router: Callable[..., Rou
 async def test_bad_bodies_and_urls_are_rejected_clearly(make_router: Callable[..., Router]) -> None:
     up = Upstreams({"a": ok()})
     router = make_router(up, ["a"])
-    with pytest.raises(TypeError, match="JSON"):
+    with pytest.raises(RequestBodyError, match="JSON"):
         await collect(router, {"text": "x", "blob": b"bytes"})
     with pytest.raises(ValueError, match="http"):
         Router(["ftp://nowhere"])

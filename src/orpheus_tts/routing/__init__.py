@@ -11,6 +11,7 @@ from orpheus_tts.routing.endpoint import Endpoint, EndpointSnapshot
 from orpheus_tts.routing.errors import (
     BrokenStreamError,
     NoEndpointAvailableError,
+    RequestBodyError,
     RoutingError,
     UpstreamConnectError,
     UpstreamError,
@@ -31,6 +32,7 @@ __all__ = [
     "EndpointSnapshot",
     "NoEndpointAvailableError",
     "Permit",
+    "RequestBodyError",
     "RoutedStream",
     "Router",
     "RouterStats",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,7 @@ class Endpoint:
         self.failures = 0
         self.hedges_sent = 0
         self.hedges_won = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.busy_until = 0.0
         """Monotonic time until which a 503's ``Retry-After`` demotes this endpoint."""
         limits = httpx.Limits(
@@ -222,7 +224,27 @@ class Endpoint:
             hedges_won=self.hedges_won,
         )
 
+    def run_in_background(self, work: Coroutine[Any, Any, None], timeout_s: float) -> None:
+        """Run ``work`` (connection housekeeping) off the caller's path, cancelled after ``timeout_s``."""
+        task = asyncio.ensure_future(work)
+        timer = asyncio.get_running_loop().call_later(timeout_s, task.cancel)
+        self._background.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            timer.cancel()
+            self._background.discard(finished)
+            if not finished.cancelled():
+                finished.exception()  # retrieved: housekeeping failures are not errors
+
+        task.add_done_callback(done)
+
     async def aclose(self) -> None:
+        """Finish background housekeeping, then close the HTTP client."""
+        pending = list(self._background)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         await self.client.aclose()
 
 

@@ -6,6 +6,7 @@ Callers translate these at one boundary: the SDK into the exceptions its user
 guide promises, the gateway into HTTP statuses and ``error`` frames::
 
     RoutingError
+    ├── RequestBodyError           the body cannot be sent (not JSON-serializable); also a ValueError
     ├── NoEndpointAvailableError   every circuit is open / every endpoint is down
     └── UpstreamError              one endpoint failed (``.endpoint`` is its URL)
         ├── UpstreamStatusError    non-2xx before the stream (status, code, message, retry_after_s)
@@ -23,6 +24,7 @@ from orpheus_tts.protocol import ErrorCode
 __all__ = [
     "BrokenStreamError",
     "NoEndpointAvailableError",
+    "RequestBodyError",
     "RoutingError",
     "UpstreamConnectError",
     "UpstreamError",
@@ -33,6 +35,10 @@ __all__ = [
 
 class RoutingError(Exception):
     """Root of every exception the routing core raises."""
+
+
+class RequestBodyError(RoutingError, ValueError):
+    """The request body cannot be sent: it is not JSON-serializable (or holds NaN/infinity)."""
 
 
 class NoEndpointAvailableError(RoutingError):

@@ -12,7 +12,6 @@ stream, an endpoint-side ``error`` frame) or none (cancelled, abandoned,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -45,7 +44,7 @@ from orpheus_tts.routing.errors import (
 __all__ = ["ENDPOINT_FAULT_CODES", "Attempt", "RoutedStream", "open_attempt"]
 
 DRAIN_TIMEOUT_S = 1.0
-"""After the last frame, how long we read on to reach the end of the body (so the
+"""After the terminal frame, how long we read on to reach the end of the body (so the
 connection can be reused) before closing the connection instead."""
 MAX_DRAIN_BYTES = 64 * 1024
 MAX_ERROR_MESSAGE_CHARS = 500
@@ -276,22 +275,33 @@ class RoutedStream:
         attempt.first_audio_s = now - attempt.started
         attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
 
+    async def next_frames(self) -> list[Frame]:
+        """The next frames, as many as arrived together; ``[]`` once the terminal frame was returned.
+
+        The batch that holds the terminal frame ends with it. A broken body
+        raises (after the frames of earlier batches). The lower-overhead
+        alternative to iterating frame by frame.
+        """
+        if self._attempt.done:
+            return []
+        frames, self._pending = self._pending, []
+        while not frames:  # a read may end mid-line and complete no frame
+            try:
+                frames = await self._read()
+            except UpstreamError:
+                await self.close_transport()
+                self._attempt.finish("failure")
+                raise
+        last = frames[-1] if frames else None
+        if isinstance(last, (EosFrame, ErrorFrame)):
+            await self._end(last)
+        return frames
+
     async def _frames(self) -> AsyncIterator[Frame]:
         try:
-            while True:
-                frames, self._pending = self._pending, []
+            while frames := await self.next_frames():
                 for frame in frames:
-                    if isinstance(frame, (EosFrame, ErrorFrame)):
-                        await self._end(frame)
-                        yield frame
-                        return
                     yield frame
-                try:
-                    self._pending = await self._read()
-                except UpstreamError:
-                    await self.close_transport()
-                    self._attempt.finish("failure")
-                    raise
         finally:
             await self.aclose()
 
@@ -333,23 +343,35 @@ class RoutedStream:
         return out
 
     async def _end(self, frame: EosFrame | ErrorFrame) -> None:
-        """The terminal frame arrived: reach the end of the body, then report the verdict."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
-        await self.close_transport()
-        self._attempt.finish("success" if isinstance(frame, EosFrame) else error_frame_verdict(frame))
+        """The terminal frame arrived: report the verdict, then read on to the end of the body.
 
-    async def _drain(self) -> None:
-        drained = 0
-        async for data in self._chunks:
-            drained += len(data)
-            if drained > MAX_DRAIN_BYTES:
-                return
+        Reaching the end lets the connection be reused; it happens in the
+        background (bounded in time and bytes) so the caller gets the terminal
+        frame at once.
+        """
+        self._attempt.finish("success" if isinstance(frame, EosFrame) else error_frame_verdict(frame))
+        if self._closed:
+            return
+        self._closed = True  # the drain owns the connection from here
+        self._attempt.endpoint.run_in_background(self._drain_then_close(), DRAIN_TIMEOUT_S)
+
+    async def _drain_then_close(self) -> None:
+        try:
+            drained = 0
+            async for data in self._chunks:
+                drained += len(data)
+                if drained > MAX_DRAIN_BYTES:
+                    return
+        finally:
+            await self._release_transport()
 
     async def close_transport(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self._release_transport()
+
+    async def _release_transport(self) -> None:
         aclose: Any = getattr(self._chunks, "aclose", None)
         try:
             if aclose is not None:

@@ -39,6 +39,7 @@ from orpheus_tts.routing.endpoint import Endpoint, EndpointSnapshot, normalize_u
 from orpheus_tts.routing.errors import (
     BrokenStreamError,
     NoEndpointAvailableError,
+    RequestBodyError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
@@ -212,7 +213,7 @@ class Router:
         try:
             content = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"the request body is not JSON-serializable: {exc}") from exc
+            raise RequestBodyError(f"the request body is not JSON-serializable: {exc}") from exc
         request_headers = {"content-type": "application/json", "accept": NDJSON_MEDIA_TYPE, **(headers or {})}
         timeout = self._timeout_for(body.get("timeout_s"))
         now = self._clock()

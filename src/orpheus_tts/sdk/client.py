@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from orpheus_tts.routing import (
     BrokenStreamError,
     EndpointSnapshot,
     NoEndpointAvailableError,
+    RequestBodyError,
     Router,
     RoutingError,
     RoutingSettings,
@@ -111,27 +111,25 @@ class OrpheusTTS:
             raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
         body: dict[str, Any] = {"text": text, "voice": voice, **params}
         try:
-            json.dumps(body, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"parameters must be JSON values: {exc}") from exc
-        frames = self._router.stream(body, self._headers)
+            routed = await self._router.open(body, self._headers)
+        except RoutingError as exc:
+            raise _translate(exc) from exc
         try:
             while True:
                 try:
-                    frame = await frames.__anext__()
-                except StopAsyncIteration:
-                    return
+                    frames = await routed.next_frames()
                 except RoutingError as exc:
                     raise _translate(exc) from exc
-                if isinstance(frame, ChunkFrame):
-                    if frame.pcm:
-                        yield frame.pcm
-                elif isinstance(frame, EosFrame):
-                    return
-                elif isinstance(frame, ErrorFrame):
-                    raise _from_error_frame(frame)
+                for frame in frames:
+                    if isinstance(frame, ChunkFrame):
+                        if frame.pcm:
+                            yield frame.pcm
+                    elif isinstance(frame, EosFrame):
+                        return
+                    elif isinstance(frame, ErrorFrame):
+                        raise _from_error_frame(frame)
         finally:
-            await frames.aclose()
+            await routed.aclose()
 
     def endpoints(self) -> list[EndpointSnapshot]:
         """Each endpoint's live routing state. Introspection only: not a stable API."""
@@ -174,6 +172,8 @@ def _running_loop() -> asyncio.AbstractEventLoop:
 
 def _translate(error: RoutingError) -> OrpheusError:
     """The SDK exception for a routing error: the one place they are mapped."""
+    if isinstance(error, RequestBodyError):
+        return InvalidRequestError(str(error))
     if isinstance(error, NoEndpointAvailableError):
         return CircuitOpenError(str(error), endpoints=error.endpoints, retry_in_s=error.retry_in_s)
     if isinstance(error, UpstreamStatusError):
