@@ -266,3 +266,36 @@ def test_openapi_schema_documents_the_stream(tone_worker: str) -> None:
     body = schema["paths"]["/v1/tts/stream"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["text"]
     json.dumps(schema)
+
+
+class _TaggedEngine(ToneEngine):
+    """Rejects text with an unknown inline tag the way the Orpheus engine does: when synthesis starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"requests_seen": self.seen, "resynced": 0}
+
+    async def synthesize(self, text: str, voice: str, params: dict[str, object]):  # type: ignore[override]
+        from orpheus_tts.engines.base import InvalidParameterError
+
+        self.seen += 1
+        if "<" in text:
+            raise InvalidParameterError("text", "has an unknown tag <whisper>", ["<laugh>", "<sigh>"])
+        async for piece in super().synthesize(text, voice, params):
+            yield piece
+
+
+async def test_engine_parameter_errors_at_start_are_400_and_engine_counters_are_exported() -> None:
+    with run_server(create_app(_TaggedEngine(), WorkerConfig())) as url:
+        rejected = await stream_tts(url, {"text": "Hello <whisper> there."})
+        accepted = await stream_tts(url, {"text": "Hello there."})
+        metrics = httpx.get(f"{url}/metrics").text
+    assert rejected.status == 400
+    assert rejected.error_json is not None
+    assert rejected.error_json["error"]["code"] == "invalid_request"
+    assert "<whisper>" in rejected.error_json["error"]["message"]
+    assert accepted.status == 200
+    assert 'orpheus_engine_events_total{engine="test",event="requests_seen"} 2.0' in metrics

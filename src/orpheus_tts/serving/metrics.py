@@ -7,10 +7,14 @@ value: no keys, no request ids.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "EngineCounters", "ServiceMetrics"]
 
 _LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
@@ -23,9 +27,7 @@ class ServiceMetrics:
         self.role = role
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "orpheus_requests", "Synthesis requests by outcome", ["role", "outcome"], registry=r
-        )
+        self.requests = Counter("orpheus_requests", "Synthesis requests by outcome", ["role", "outcome"], registry=r)
         self.duration = Histogram(
             "orpheus_request_duration_seconds",
             "Whole request duration",
@@ -54,20 +56,36 @@ class ServiceMetrics:
             buckets=_RTF_BUCKETS,
             registry=r,
         )
-        self.audio_seconds = Counter(
-            "orpheus_audio_seconds", "Seconds of audio produced", ["role"], registry=r
-        )
-        self.input_chars = Counter(
-            "orpheus_input_characters", "Characters of text accepted", ["role"], registry=r
-        )
+        self.audio_seconds = Counter("orpheus_audio_seconds", "Seconds of audio produced", ["role"], registry=r)
+        self.input_chars = Counter("orpheus_input_characters", "Characters of text accepted", ["role"], registry=r)
         self.running = Gauge("orpheus_requests_running", "Requests streaming now", ["role"], registry=r)
         self.waiting = Gauge("orpheus_requests_waiting", "Requests queued for a slot", ["role"], registry=r)
-        self.auth_failures = Counter(
-            "orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r
-        )
+        self.auth_failures = Counter("orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r)
 
     def outcome(self, outcome: str) -> None:
         self.requests.labels(self.role, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class EngineCounters:
+    """Exports an engine's own running totals (``engine.counters()``, when it has one).
+
+    The Orpheus engine counts tokens, resynchronised and dropped tokens, frames
+    and decoder calls; they appear as ``orpheus_engine_events_total{engine,event}``.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        counters = getattr(self._engine, "counters", None)
+        if counters is None:
+            return
+        family = CounterMetricFamily(
+            "orpheus_engine_events", "Engine-level event totals (tokens, resyncs, drops…)", labels=["engine", "event"]
+        )
+        for event, value in sorted(counters().items()):
+            family.add_metric([str(self._engine.name), str(event)], float(value))
+        yield family

@@ -16,7 +16,7 @@ from orpheus_tts.engines.base import Engine
 from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, parse_request
 from orpheus_tts.serving.body import read_body_capped
 from orpheus_tts.serving.errors import error_response, install_error_handlers
-from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST, EngineCounters, ServiceMetrics
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.service import SynthesisService
@@ -44,6 +44,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
     """A worker serving protocol v1 in front of ``engine``."""
     config = config or WorkerConfig()
     metrics = ServiceMetrics("worker")
+    metrics.registry.register(EngineCounters(engine))
     service = SynthesisService(engine, config, metrics)
     started = time.time()
 
@@ -83,9 +84,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
             metrics.outcome(exc.code.value)
             return error_response(exc, id_header)
         if not app.state.ready:
-            return error_response(
-                ServiceError(ErrorCode.OVERLOADED, "engine is not loaded yet", retry_after_s=1)
-            )
+            return error_response(ServiceError(ErrorCode.OVERLOADED, "engine is not loaded yet", retry_after_s=1))
 
         async def prepare() -> PreparedStream:
             return await service.prepare(tts_request)

@@ -112,6 +112,10 @@ class SynthesisService:
             await self._finish(pieces, timing, _outcome(exc))
             if isinstance(exc, _Deadline):
                 raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline") from None
+            if isinstance(exc, UnknownVoiceError):
+                raise ServiceError(ErrorCode.UNKNOWN_VOICE, str(exc)) from exc
+            if isinstance(exc, InvalidParameterError):  # e.g. an unknown inline tag in the text
+                raise RequestError(str(exc)) from exc
             if isinstance(exc, EngineError):
                 raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}") from exc
             if isinstance(exc, Exception):
@@ -129,9 +133,7 @@ class SynthesisService:
         body = self._frames(pieces, first, deadline, timing, hints)
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
 
-    async def _next_piece(
-        self, pieces: AsyncIterator[bytes], deadline: float, timing: _Timing
-    ) -> bytes | None:
+    async def _next_piece(self, pieces: AsyncIterator[bytes], deadline: float, timing: _Timing) -> bytes | None:
         """The next non-empty piece, ``None`` at the end; raises ``_Deadline``."""
         while True:
             remaining = deadline - time.monotonic()
@@ -227,6 +229,10 @@ class SynthesisService:
 def _outcome(exc: BaseException) -> str:
     if isinstance(exc, _Deadline):
         return ErrorCode.DEADLINE_EXCEEDED.value
+    if isinstance(exc, UnknownVoiceError):
+        return ErrorCode.UNKNOWN_VOICE.value
+    if isinstance(exc, InvalidParameterError):
+        return ErrorCode.INVALID_REQUEST.value
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     return ErrorCode.ENGINE_ERROR.value
