@@ -95,3 +95,18 @@ async def test_concurrent_streams_reuse_keepalive_connections(concurrency: int) 
             await router.aclose()
         assert engine.completed == 3 * concurrency
         assert proxy.connections <= concurrency, "finished streams must leave their connection reusable"
+
+
+async def test_a_caller_that_gives_up_before_audio_cancels_every_attempt() -> None:
+    slow_a, slow_b = CountingToneEngine(first_delay_s=5.0), CountingToneEngine(first_delay_s=5.0)
+    with run_server(create_app(slow_a)) as url_a, run_server(create_app(slow_b)) as url_b:
+        router = Router([url_a, url_b], RoutingSettings(hedge_ttfb_ms=100))
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(router.open({"text": TEXT}), timeout=0.5)
+            assert router.stats().hedges_launched == 1
+            assert await eventually(lambda: slow_a.cancelled + slow_b.cancelled == 2), "both servers must see it"
+            assert all(s.inflight == 0 for s in router.snapshots())
+            assert all(s.failures == 0 for s in router.snapshots())
+        finally:
+            await router.aclose()
