@@ -127,3 +127,20 @@ def test_demo_writes_a_wav_that_says_the_sentence(tmp_path: Path) -> None:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24_000, 1, 2)
         pcm = wav.readframes(wav.getnframes())
     assert_says(pcm, text)
+
+
+async def test_sigterm_drains_running_streams() -> None:
+    text = "Draining lets this stream finish. " * 6
+    with run_cli(*SERVE_TEST, "--drain-grace-s", "20") as (url, proc):
+        _wait_healthy(url, 2)
+        workers = _worker_pids(proc.pid)
+        running = asyncio.ensure_future(stream_tts(url, {"text": text, "fault_piece_delay_ms": 100}))
+        await asyncio.sleep(0.8)
+        proc.send_signal(signal.SIGTERM)  # the serve process only: its workers are its own to stop
+        result = await running
+        assert proc.wait(timeout=30) == 0
+    for pid in workers:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert result.status == 200
+    assert result.error is None
+    assert result.pcm == render(text), "the stream in flight at SIGTERM completed"

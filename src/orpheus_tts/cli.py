@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -148,6 +149,14 @@ def _authenticator(args: argparse.Namespace) -> Any:
     return auth
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (and was already handled gracefully by the server)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
     import uvicorn
 
@@ -168,11 +177,16 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
     if supervisor is not None:
         watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
         watcher.start()
+    # uvicorn handles SIGINT/SIGTERM gracefully (draining streams), then re-raises the
+    # signal through the previous handler: make that an exception, so the workers are
+    # stopped and the process exits 0 instead of dying by the re-raised SIGTERM.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         server.run()  # uvicorn's own loop setup: uvloop and httptools when installed
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the Ctrl-C it handled; shutdown was already graceful
+    except (KeyboardInterrupt, _Terminated):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if supervisor is not None:
             supervisor.stop()
 
