@@ -29,7 +29,7 @@ demo: $(VENV)/.demo-installed
 	$(VENV)/bin/orpheus-tts demo --output hello.wav
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check src tests bench
@@ -37,7 +37,7 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 
 soak: $(VENV)/.test-installed
-	$(PY) -m pytest -m slow --override-ini="addopts=-ra --strict-markers"
+	$(PY) -m pytest -m slow
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

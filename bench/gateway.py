@@ -131,8 +131,7 @@ async def _measure(
             row["ttfb_p50_ratio"] = row["gateway"]["ttfb_p50_ms"] / row["direct"]["ttfb_p50_ms"]
             row["throughput_ratio"] = row["gateway"]["streams_per_s"] / row["direct"]["streams_per_s"]
             row["meets_ttfb_target"] = (
-                row["gateway"]["ttfb_p50_ms"]
-                <= TARGET_TTFB_RATIO * row["direct"]["ttfb_p50_ms"] + TARGET_TTFB_SLACK_MS
+                row["gateway"]["ttfb_p50_ms"] <= TARGET_TTFB_RATIO * row["direct"]["ttfb_p50_ms"] + TARGET_TTFB_SLACK_MS
             )
             row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
             results[str(level)] = row
@@ -166,9 +165,7 @@ def _plot(results: dict[str, Any]) -> None:
             s=300,
             color="black",
         )
-        ax2.bar(
-            [i + offset for i in x], [results[lv][name]["streams_per_s"] for lv in levels], 0.4, label=name
-        )
+        ax2.bar([i + offset for i in x], [results[lv][name]["streams_per_s"] for lv in levels], 0.4, label=name)
     for ax, title, unit in (
         (ax1, "Time to first audio (bar p50, tick p99)", "ms"),
         (ax2, "Throughput", "streams / s"),
@@ -181,12 +178,8 @@ def _plot(results: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--requests", type=int, default=200, help="requests per batch (at least 4x concurrency)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200, help="requests per batch (at least 4x concurrency)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path and level")
     args = parser.parse_args()

@@ -83,7 +83,7 @@ class FaultProxy:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             upstream = asyncio.ensure_future(self._pipe(reader, up_writer, None))
             downstream = asyncio.ensure_future(self._pipe(up_reader, writer, faults))
-            done, pending = await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+            _, pending = await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
             for p in pending:
                 p.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

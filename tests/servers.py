@@ -59,9 +59,7 @@ def run_server(app: Any, port: int | None = None) -> Iterator[str]:
         server.stop()
 
 
-def wait_ready(
-    url: str, timeout_s: float = STARTUP_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None
-) -> None:
+def wait_ready(url: str, timeout_s: float = STARTUP_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -28,9 +28,7 @@ frame_st = st.one_of(
     st.builds(ChunkFrame, seq=st.integers(0, 10**6), pcm=pcm_st),
     st.builds(
         MetricsFrame,
-        st.dictionaries(
-            st.sampled_from(["queue_ms", "rtf", "worker"]), st.one_of(st.integers(), st.text(max_size=8))
-        ),
+        st.dictionaries(st.sampled_from(["queue_ms", "rtf", "worker"]), st.one_of(st.integers(), st.text(max_size=8))),
     ),
     st.builds(EosFrame, samples_total=st.integers(0, 10**9), chunks_total=st.integers(0, 10**6)),
     st.builds(

@@ -87,7 +87,5 @@ def run_demo(output: str, text: str) -> int:
     audio_s = len(pcm) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
     print(f"wrote {output}: {audio_s:.2f} s of 24 kHz speech")
     print(f"time to first audio: {ttfa_s * 1000:.0f} ms")
-    print(
-        f"real-time factor: {total_s / audio_s:.3f} (wall time / audio time; below 1 is faster than real time)"
-    )
+    print(f"real-time factor: {total_s / audio_s:.3f} (wall time / audio time; below 1 is faster than real time)")
     return 0

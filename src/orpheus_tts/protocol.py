@@ -306,9 +306,7 @@ def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, ChunkFrame):
         # Hot path: base64 output needs no JSON escaping, so build the line directly.
         audio = base64.b64encode(frame.pcm).decode("ascii")
-        return (f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n').encode(
-            "ascii"
-        )
+        return (f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n').encode("ascii")
     obj: dict[str, Any]
     if isinstance(frame, MetricsFrame):
         obj = {"type": "metrics", **frame.values}

@@ -116,9 +116,7 @@ class WorkerSupervisor:
                     delay = worker.backoff_s if quick else DEFAULT_RESTART_BACKOFF_S
                     worker.backoff_s = min(delay * 2, MAX_RESTART_BACKOFF_S)
                     worker.next_start_at = now + delay
-                    logger.warning(
-                        "worker %d exited with %s; restarting in %.1f s", worker.index, code, delay
-                    )
+                    logger.warning("worker %d exited with %s; restarting in %.1f s", worker.index, code, delay)
                 elif now >= worker.next_start_at:
                     worker.next_start_at = 0.0
                     worker.restarts += 1

@@ -75,9 +75,7 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("body", "status", "code", "fragment"), BAD_REQUESTS)
-async def test_bad_input_gets_its_code(
-    tone_worker: str, body: bytes, status: int, code: str, fragment: str
-) -> None:
+async def test_bad_input_gets_its_code(tone_worker: str, body: bytes, status: int, code: str, fragment: str) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(
             f"{tone_worker}/v1/tts/stream", content=body, headers={"content-type": "application/json"}
@@ -253,9 +251,7 @@ async def test_endpoints_voices_system_health_metrics(tone_worker: str) -> None:
     ):
         assert name in families, name
     ok = [
-        s
-        for s in families["orpheus_requests"].samples
-        if s.labels.get("outcome") == "ok" and s.name.endswith("_total")
+        s for s in families["orpheus_requests"].samples if s.labels.get("outcome") == "ok" and s.name.endswith("_total")
     ]
     assert ok
     assert ok[0].value >= 1

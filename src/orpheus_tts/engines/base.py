@@ -190,8 +190,7 @@ class VoiceCatalog:
         for alias, target in self.aliases.items():
             by_id.setdefault(target, []).append(alias)
         return [
-            {**v.to_json(), "aliases": sorted(set(by_id[v.id])), "default": v.id == self.default}
-            for v in self.voices
+            {**v.to_json(), "aliases": sorted(set(by_id[v.id])), "default": v.id == self.default} for v in self.voices
         ]
 
 

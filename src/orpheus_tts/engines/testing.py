@@ -45,9 +45,7 @@ _VOICES = [
 
 _BASE_SPECS = [
     ParamSpec("speed", "float", 1.0, 0.25, 4.0, "Playback speed: higher is shorter audio"),
-    ParamSpec(
-        "temperature", "float", None, 0.0, 2.0, "Accepted for compatibility; no effect", effective=False
-    ),
+    ParamSpec("temperature", "float", None, 0.0, 2.0, "Accepted for compatibility; no effect", effective=False),
     ParamSpec("top_p", "float", None, 0.0, 1.0, "Accepted for compatibility; no effect", effective=False),
     ParamSpec("top_k", "int", None, 0, None, "Accepted for compatibility; no effect", effective=False),
     ParamSpec("max_tokens", "int", None, 1, None, "Accepted for compatibility; no effect", effective=False),

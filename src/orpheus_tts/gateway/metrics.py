@@ -16,16 +16,12 @@ class GatewayMetrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("gateway")
         r = self.registry
-        self.upstream_up = Gauge(
-            "orpheus_upstream_up", "1 if the worker passed its last probe", ["worker"], registry=r
-        )
+        self.upstream_up = Gauge("orpheus_upstream_up", "1 if the worker passed its last probe", ["worker"], registry=r)
         self.circuit_open = Gauge(
             "orpheus_circuit_open", "1 while the worker's circuit is open", ["endpoint"], registry=r
         )
         self.hedges = Counter("orpheus_hedges", "Backup requests by outcome", ["outcome"], registry=r)
-        self.failovers = Counter(
-            "orpheus_failovers", "Requests moved to another worker before audio", registry=r
-        )
+        self.failovers = Counter("orpheus_failovers", "Requests moved to another worker before audio", registry=r)
 
     def on_event(self, event: RoutingEvent) -> None:
         """Count the router's hedges and failovers."""

@@ -78,15 +78,11 @@ class UpstreamStream:
                     return
                 except _Deadline:
                     self.outcome = ErrorCode.DEADLINE_EXCEEDED.value
-                    yield ErrorFrame(
-                        ErrorCode.DEADLINE_EXCEEDED.value, "the deadline passed during synthesis"
-                    )
+                    yield ErrorFrame(ErrorCode.DEADLINE_EXCEEDED.value, "the deadline passed during synthesis")
                     return
                 except RoutingError as exc:
                     self.outcome = ErrorCode.WORKER_LOST.value
-                    yield ErrorFrame(
-                        ErrorCode.WORKER_LOST.value, f"the worker was lost mid-stream: {exc}", True
-                    )
+                    yield ErrorFrame(ErrorCode.WORKER_LOST.value, f"the worker was lost mid-stream: {exc}", True)
                     return
                 yield frame
                 if isinstance(frame, EosFrame):
@@ -164,13 +160,9 @@ class GatewayService:
         if isinstance(exc, UpstreamTimeoutError):
             return ServiceError(ErrorCode.DEADLINE_EXCEEDED, f"the worker did not answer in time: {exc}")
         if isinstance(exc, UpstreamConnectError):
-            return ServiceError(
-                ErrorCode.NO_WORKERS, f"no worker could be reached: {exc}", retry_after_s=retry_after
-            )
+            return ServiceError(ErrorCode.NO_WORKERS, f"no worker could be reached: {exc}", retry_after_s=retry_after)
         if isinstance(exc, RoutingError):
-            return ServiceError(
-                ErrorCode.WORKER_LOST, f"the worker failed before audio: {exc}", retryable=True
-            )
+            return ServiceError(ErrorCode.WORKER_LOST, f"the worker failed before audio: {exc}", retryable=True)
         if isinstance(exc, Exception):
             logger.exception("unexpected error while opening an upstream stream")
             return ServiceError(ErrorCode.INTERNAL, "internal error while routing the request")

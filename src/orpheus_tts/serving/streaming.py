@@ -85,9 +85,7 @@ class PreparedStreamResponse(Response):
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": _raw_headers(
-                        {**headers, "cache-control": "no-store", "x-accel-buffering": "no"}
-                    ),
+                    "headers": _raw_headers({**headers, "cache-control": "no-store", "x-accel-buffering": "no"}),
                 }
             )
             async for data in prepared.body:
@@ -104,9 +102,7 @@ class PreparedStreamResponse(Response):
         headers = {**self._extra_headers, **error.headers(), "content-type": "application/json"}
         if error.http_status == 401:
             headers.setdefault("www-authenticate", "Bearer")
-        await send(
-            {"type": "http.response.start", "status": error.http_status, "headers": _raw_headers(headers)}
-        )
+        await send({"type": "http.response.start", "status": error.http_status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
