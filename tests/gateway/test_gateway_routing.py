@@ -153,6 +153,9 @@ async def test_system_reflects_a_dead_worker_within_one_probe_interval() -> None
     by_url = {w["url"]: w for w in system["workers"]}
     assert by_url[procs[1][0]]["healthy"] is False
     assert by_url[procs[0][0]]["healthy"] is True
+    assert by_url[procs[0][0]]["capacity"] == 8
+    assert by_url[procs[0][0]]["engine"] == "test"
+    assert system["totals"]["capacity"] == 8, "only healthy workers count"
     assert f'orpheus_upstream_up{{worker="{procs[1][0]}"}} 0.0' in metrics
 
 

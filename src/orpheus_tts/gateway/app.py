@@ -106,11 +106,13 @@ def create_app(
     service = GatewayService(router, config, metrics)
     draining = _Draining()
     started = time.time()
+    worker_info: dict[str, dict[str, Any]] = {}
+    """Each worker's own report (engine, capacity, queue) from its last ``/v1/system`` probe."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await router.probe_all()
-        probes = asyncio.ensure_future(_probe_forever(router, metrics, config.probe_interval_s))
+        await _refresh(router, worker_info)
+        probes = asyncio.ensure_future(_probe_forever(router, worker_info, config.probe_interval_s))
         try:
             yield
         finally:
@@ -214,7 +216,7 @@ def create_app(
         engines: set[str] = set()
         parameters: dict[str, Any] = {}
         default = None
-        for listing in await _fetch_json(router, "/v1/voices"):
+        for listing in (await _fetch_json(router, "/v1/voices")).values():
             engines.add(str(listing.get("engine")))
             default = default or listing.get("default")
             for voice in listing.get("voices", []):
@@ -232,8 +234,8 @@ def create_app(
 
     @app.get("/v1/system")
     async def system() -> JSONResponse:
-        """The gateway and every worker: health, circuit, latency, load."""
-        workers = [_snapshot_json(s) for s in router.snapshots()]
+        """The gateway and every worker: health, circuit, latency, load, capacity."""
+        workers = [{**_snapshot_json(s), **worker_info.get(s.url, {})} for s in router.snapshots()]
         return JSONResponse(
             {
                 "version": __version__,
@@ -246,8 +248,9 @@ def create_app(
                 "totals": {
                     "workers": len(workers),
                     "healthy": sum(1 for w in workers if w.get("healthy")),
+                    "capacity": sum(int(w.get("capacity") or 0) for w in workers if w.get("healthy")),
                     "inflight": sum(int(w.get("inflight") or 0) for w in workers),
-                    "queue_depth": round(sum(float(w.get("queue_hint") or 0) for w in workers), 3),
+                    "queue_depth": sum(int(w.get("queue_depth") or 0) for w in workers),
                 },
                 **config.extra,
             }
@@ -275,11 +278,24 @@ def create_app(
     return app
 
 
-async def _probe_forever(router: Router, metrics: GatewayMetrics, interval_s: float) -> None:
+WORKER_FIELDS = ("engine", "capacity", "queue_depth", "max_queue", "worker")
+"""What the gateway keeps from each worker's ``/v1/system``."""
+
+
+async def _refresh(router: Router, worker_info: dict[str, dict[str, Any]]) -> None:
+    """Health-probe every worker and keep what each reports of itself."""
+    await router.probe_all()
+    reports = await _fetch_json(router, "/v1/system")
+    worker_info.clear()
+    for url, report in reports.items():
+        worker_info[url] = {k: report[k] for k in WORKER_FIELDS if k in report}
+
+
+async def _probe_forever(router: Router, worker_info: dict[str, dict[str, Any]], interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         with contextlib.suppress(Exception):
-            await router.probe_all()
+            await _refresh(router, worker_info)
 
 
 T = TypeVar("T")
@@ -367,8 +383,8 @@ def _snapshot_json(snapshot: EndpointSnapshot) -> dict[str, Any]:
     return data
 
 
-async def _fetch_json(router: Router, path: str) -> list[dict[str, Any]]:
-    """``GET path`` from every healthy worker at once; failures are skipped."""
+async def _fetch_json(router: Router, path: str) -> dict[str, dict[str, Any]]:
+    """``GET path`` from every healthy worker at once, by worker URL; failures are skipped."""
 
     async def one(endpoint: Endpoint) -> dict[str, Any] | None:
         try:
@@ -378,5 +394,6 @@ async def _fetch_json(router: Router, path: str) -> list[dict[str, Any]]:
             return None
         return data if isinstance(data, dict) else None
 
-    results = await asyncio.gather(*(one(e) for e in router.endpoints if e.healthy))
-    return [r for r in results if r is not None]
+    endpoints = [e for e in router.endpoints if e.healthy]
+    results = await asyncio.gather(*(one(e) for e in endpoints))
+    return {e.url: r for e, r in zip(endpoints, results, strict=True) if r is not None}
