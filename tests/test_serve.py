@@ -34,6 +34,13 @@ def _worker_pids(serve_pid: int) -> set[int]:
     return pids
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _wait_healthy(url: str, count: int, timeout_s: float = 30.0) -> dict[str, object]:
     """``/v1/system`` once ``count`` workers are healthy (the gateway is ready after the first)."""
     deadline = time.monotonic() + timeout_s
@@ -77,8 +84,7 @@ def test_ctrl_c_stops_the_whole_stack() -> None:
         assert len(workers) == 2
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-    for pid in workers:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not any(_alive(pid) for pid in workers)
 
 
 def test_refuses_public_address_without_keys() -> None:
@@ -139,8 +145,21 @@ async def test_sigterm_drains_running_streams() -> None:
         proc.send_signal(signal.SIGTERM)  # the serve process only: its workers are its own to stop
         result = await running
         assert proc.wait(timeout=30) == 0
-    for pid in workers:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not any(_alive(pid) for pid in workers)
     assert result.status == 200
     assert result.error is None
     assert result.pcm == render(text), "the stream in flight at SIGTERM completed"
+
+
+def test_workers_do_not_outlive_a_killed_supervisor() -> None:
+    with run_cli(*SERVE_TEST) as (url, proc):
+        _wait_healthy(url, 2)
+        workers = _worker_pids(proc.pid)
+        proc.kill()  # SIGKILL: the supervisor gets no chance to stop anything
+        proc.wait()
+        deadline = time.monotonic() + 15
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            alive = {p for p in workers if _alive(p)}
+            time.sleep(0.1)
+    assert not alive, "workers died with their supervisor"

@@ -28,6 +28,21 @@ MAX_RESTART_BACKOFF_S = 30.0
 STOP_GRACE_S = 10.0
 """How long a worker gets to exit after SIGTERM before SIGKILL."""
 POLL_INTERVAL_S = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a
+    supervisor killed outright (SIGKILL, OOM) leaves no orphaned workers behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def default_worker_count(engine: str) -> int:
@@ -71,7 +86,7 @@ class WorkerProcess:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--worker-id", f"worker-{self.index}", *self.args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, start_new_session=True)
+        self.process = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
         self.started_at = time.monotonic()
 
     def stop(self) -> None:
