@@ -79,38 +79,3 @@ def save_figure(fig: Any, name: str) -> Path:
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
     return path
-
-
-class ThreadedServer:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread (same process)."""
-
-    STARTUP_TIMEOUT_S = 60.0
-
-    def __init__(self, app: Any) -> None:
-        import socket
-
-        import uvicorn
-
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread: Any = None
-
-    def __enter__(self) -> ThreadedServer:
-        import threading
-
-        self._thread = threading.Thread(target=self._server.run, name="bench-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self.STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the benchmark server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)

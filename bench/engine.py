@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ThreadedServer, machine, percentile, pyplot, save_figure, summary, write_json
+from bench.common import machine, percentile, pyplot, save_figure, summary, write_json
 from orpheus_tts.engines.embedded import VOICE_ID, PiperEngine
 from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import (
@@ -33,6 +33,7 @@ from orpheus_tts.protocol import (
     ErrorFrame,
     FrameDecoder,
 )
+from orpheus_tts.serving.local import ThreadedServer
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,35 +26,22 @@ import httpx
 
 from bench.common import machine, percentile, pyplot, save_figure, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder
+from orpheus_tts.serving.local import free_port, wait_ready
 
 TEXT = "Benchmark sentence for the gateway."
 TARGET_TTFB_RATIO = 1.10
 TARGET_TTFB_SLACK_MS = 2.0
 TARGET_THROUGHPUT_RATIO = 0.9
-STARTUP_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
 def _process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{args[0]} did not become ready")
-            time.sleep(0.05)
+        wait_ready(url, proc=proc)
         yield url, proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -5,72 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
-import uvicorn
+from orpheus_tts.serving.local import STARTUP_TIMEOUT_S, ThreadedServer, free_port, run_server, wait_ready
 
-STARTUP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ThreadedServer:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@contextlib.contextmanager
-def run_server(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL."""
-    server = ThreadedServer(app, port).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def wait_ready(url: str, timeout_s: float = STARTUP_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} was not ready within {timeout_s} s")
+__all__ = ["STARTUP_TIMEOUT_S", "ThreadedServer", "free_port", "run_cli", "run_server", "wait_ready"]
 
 
 @contextlib.contextmanager

@@ -7,40 +7,20 @@ which routes to a worker process running the embedded engine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import wave
 
-import httpx
-
 from orpheus_tts.protocol import SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES
+from orpheus_tts.serving.local import free_port, wait_ready
 
 __all__ = ["run_demo"]
 
 STARTUP_TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} while starting")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"the server was not ready within {STARTUP_TIMEOUT_S:.0f} s")
+"""The first start of the embedded voice may take a while on a cold disk."""
 
 
 async def _speak(url: str, text: str) -> tuple[bytes, float, float]:
@@ -61,14 +41,14 @@ async def _speak(url: str, text: str) -> tuple[bytes, float, float]:
 
 
 def run_demo(output: str, text: str) -> int:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     print(f"starting the stack (gateway + 1 worker, embedded engine) on {url} ...", flush=True)
     cmd = [sys.executable, "-m", "orpheus_tts.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]  # fmt: skip
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, STARTUP_TIMEOUT_S, proc)
         print(f"speaking: {text!r}", flush=True)
         pcm, ttfa_s, total_s = asyncio.run(_speak(url, text))
     finally:

@@ -10,13 +10,14 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from orpheus_tts.serving.local import free_port
 
 __all__ = ["DEFAULT_RESTART_BACKOFF_S", "WorkerProcess", "WorkerSupervisor", "default_worker_count"]
 
@@ -51,12 +52,6 @@ def default_worker_count(engine: str) -> int:
     if engine == "test":
         return max(1, min(4, cores))
     return max(1, cores // 2)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -106,7 +101,7 @@ class WorkerSupervisor:
     """Starts ``count`` workers and restarts any that exit, with backoff."""
 
     def __init__(self, count: int, worker_args: Sequence[str]) -> None:
-        self.workers = [WorkerProcess(i, _free_port("127.0.0.1"), list(worker_args)) for i in range(count)]
+        self.workers = [WorkerProcess(i, free_port(), list(worker_args)) for i in range(count)]
         self._stopping = False
         self._wake = threading.Event()
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -43,6 +42,7 @@ from orpheus_tts.protocol import (
     ErrorCode,
     Frame,
     ServiceError,
+    TTSRequest,
     encode_frame,
     parse_request,
 )
@@ -50,17 +50,12 @@ from orpheus_tts.routing import Endpoint, EndpointSnapshot, Router, RoutingSetti
 from orpheus_tts.serving.body import read_body_capped
 from orpheus_tts.serving.errors import error_response, install_error_handlers
 from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST
+from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, json_body_route, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
-from orpheus_tts.worker.app import TTS_REQUEST_SCHEMA
 
 __all__ = ["create_app"]
 
 SPEECH_SCHEMA: dict[str, Any] = SpeechRequest.model_json_schema()
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get(HEADER_REQUEST_ID, "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
 
 
 class _Draining:
@@ -133,16 +128,9 @@ def create_app(
         """Authenticate and check the gateway is taking work; raises ServiceError."""
         if draining.closing:
             raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
-        return auth.authenticate(request.headers), _request_id(request)
+        return auth.authenticate(request.headers), request_id_of(request)
 
-    @app.post(
-        "/v1/tts/stream",
-        openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": TTS_REQUEST_SCHEMA}}}
-        },
-        response_class=Response,
-        responses={200: {"content": {"application/x-ndjson": {}}, "description": "NDJSON frame stream"}},
-    )
+    @app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)
     async def tts_stream(request: Request) -> Response:
         """Synthesize speech through the workers; NDJSON frames (protocol v1)."""
         try:
@@ -156,12 +144,7 @@ def create_app(
         id_header = {HEADER_REQUEST_ID: request_id}
 
         async def prepare() -> PreparedStream:
-            lease = _acquire(identity)
-            try:
-                upstream = await service.open(tts_request, request_id)
-            except BaseException:
-                lease.release()
-                raise
+            upstream, lease = await _open(identity, tts_request, request_id)
             return PreparedStream(
                 body=_relay(upstream, lease, encode_frame),
                 media_type=NDJSON_MEDIA_TYPE,
@@ -170,12 +153,17 @@ def create_app(
 
         return PreparedStreamResponse(prepare, headers=id_header)
 
-    def _acquire(identity: Identity) -> Lease:
-        """A stream slot of the key's quota; 429 ``rate_limited`` (counted) when it is spent."""
+    async def _open(identity: Identity, tts_request: TTSRequest, request_id: str) -> tuple[UpstreamStream, Lease]:
+        """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio."""
         try:
-            return auth.acquire(identity)
+            lease = auth.acquire(identity)
         except ServiceError as exc:
             metrics.outcome(exc.code.value)
+            raise
+        try:
+            return await service.open(tts_request, request_id), lease
+        except BaseException:
+            lease.release()
             raise
 
     def _relay(upstream: UpstreamStream, lease: Lease, render: Callable[[Frame], T]) -> _Relay[T]:
@@ -183,9 +171,9 @@ def create_app(
 
     @app.post(
         "/v1/audio/speech",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SPEECH_SCHEMA}}}},
-        response_class=Response,
-        responses={200: {"content": {"audio/mpeg": {}, "text/event-stream": {}}, "description": "Audio or SSE"}},
+        **json_body_route(
+            SPEECH_SCHEMA, {"audio/mpeg": {}, "text/event-stream": {}}, "Encoded audio, or SSE events, as it streams"
+        ),
     )
     async def audio_speech(request: Request) -> Response:
         """OpenAI-compatible speech: encoded audio (or SSE events) streamed as it is synthesized."""
@@ -199,12 +187,7 @@ def create_app(
             return openai_error_response(exc)
 
         async def prepare() -> PreparedStream:
-            lease = _acquire(identity)
-            try:
-                upstream = await service.open(tts_request, request_id)
-            except BaseException:
-                lease.release()
-                raise
+            upstream, lease = await _open(identity, tts_request, request_id)
             return speech_stream(speech, pcm_from_frames(_relay(upstream, lease, _same)))
 
         return PreparedStreamResponse(prepare, headers={HEADER_REQUEST_ID: request_id}, error_body=openai_error_body)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
@@ -17,27 +15,12 @@ from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, par
 from orpheus_tts.serving.body import read_body_capped
 from orpheus_tts.serving.errors import error_response, install_error_handlers
 from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST, EngineCounters, ServiceMetrics
+from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.service import SynthesisService
 
-__all__ = ["TTS_REQUEST_SCHEMA", "create_app"]
-
-TTS_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["text"],
-    "properties": {
-        "text": {"type": "string", "minLength": 1, "description": "What to say"},
-        "voice": {"type": ["string", "null"], "description": "Voice id or alias; null for the default"},
-        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "description": "Deadline in seconds"},
-    },
-    "additionalProperties": True,
-}
-
-
-def request_id_of(request: Request) -> str:
-    given = request.headers.get(HEADER_REQUEST_ID, "")
-    return given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+__all__ = ["create_app"]
 
 
 def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
@@ -64,14 +47,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
 
-    @app.post(
-        "/v1/tts/stream",
-        openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": TTS_REQUEST_SCHEMA}}}
-        },
-        response_class=Response,
-        responses={200: {"content": {"application/x-ndjson": {}}, "description": "NDJSON frame stream"}},
-    )
+    @app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)
     async def tts_stream(request: Request) -> Response:
         """Synthesize speech; the body streams NDJSON frames (protocol v1)."""
         request_id = request_id_of(request)

@@ -1,0 +1,46 @@
+"""What the worker's and the gateway's v1 routes share: the request schema and request ids."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from orpheus_tts.protocol import HEADER_REQUEST_ID, NDJSON_MEDIA_TYPE
+
+__all__ = ["MAX_REQUEST_ID_CHARS", "TTS_REQUEST_SCHEMA", "TTS_STREAM_ROUTE", "json_body_route", "request_id_of"]
+
+MAX_REQUEST_ID_CHARS = 128
+"""A longer (or unprintable) ``X-Request-Id`` is replaced by a generated one."""
+
+TTS_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {"type": "string", "minLength": 1, "description": "What to say"},
+        "voice": {"type": ["string", "null"], "description": "Voice id or alias; null for the default"},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "description": "Deadline in seconds"},
+    },
+    "additionalProperties": True,
+}
+
+
+def json_body_route(schema: dict[str, Any], responses: dict[str, Any], description: str) -> dict[str, Any]:
+    """``@app.post`` keyword arguments for a route that reads its JSON body itself and streams."""
+    return {
+        "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}},
+        "response_class": Response,
+        "responses": {200: {"content": responses, "description": description}},
+    }
+
+
+TTS_STREAM_ROUTE = json_body_route(TTS_REQUEST_SCHEMA, {NDJSON_MEDIA_TYPE: {}}, "NDJSON frame stream (protocol v1)")
+"""``@app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)`` on workers and gateways alike."""
+
+
+def request_id_of(request: Request) -> str:
+    """The client's ``X-Request-Id`` when it is usable, else a new one."""
+    given = request.headers.get(HEADER_REQUEST_ID, "")
+    return given if 0 < len(given) <= MAX_REQUEST_ID_CHARS and given.isprintable() else uuid.uuid4().hex
