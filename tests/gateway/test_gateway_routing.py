@@ -284,6 +284,7 @@ async def test_auth_both_header_styles_and_every_failure(two_workers: list[str])
     assert bearer.pcm == render("Hi.")
     for name, result in failures.items():
         assert result.status == 401, name
+        assert result.headers["x-request-id"], name
         assert result.error_json is not None
         assert result.error_json["error"]["code"] == "unauthorized", name
         assert result.headers["www-authenticate"].startswith("Bearer"), name

@@ -124,24 +124,25 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
 
-    async def admit(request: Request) -> tuple[Identity, str]:
+    async def admit(request: Request) -> Identity:
         """Authenticate and check the gateway is taking work; raises ServiceError."""
         if draining.closing:
             raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
-        return auth.authenticate(request.headers), request_id_of(request)
+        return auth.authenticate(request.headers)
 
     @app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)
     async def tts_stream(request: Request) -> Response:
         """Synthesize speech through the workers; NDJSON frames (protocol v1)."""
+        request_id = request_id_of(request)
+        id_header = {HEADER_REQUEST_ID: request_id}
         try:
-            identity, request_id = await admit(request)
+            identity = await admit(request)
             body = await read_body_capped(request, config.max_body_bytes)
             tts_request = parse_request(body, max_text_chars=config.max_text_chars)
         except ServiceError as exc:
             metrics.outcome(exc.code.value)
             extra = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
-            return error_response(exc, extra)
-        id_header = {HEADER_REQUEST_ID: request_id}
+            return error_response(exc, {**id_header, **extra})
 
         async def prepare() -> PreparedStream:
             upstream, lease = await _open(identity, tts_request, request_id)
@@ -177,14 +178,15 @@ def create_app(
     )
     async def audio_speech(request: Request) -> Response:
         """OpenAI-compatible speech: encoded audio (or SSE events) streamed as it is synthesized."""
+        request_id = request_id_of(request)
         try:
-            identity, request_id = await admit(request)
+            identity = await admit(request)
             body = await read_body_capped(request, config.max_body_bytes)
             speech = parse_speech_request(body, max_text_chars=config.max_text_chars)
             tts_request = to_tts_request(speech)
         except ServiceError as exc:
             metrics.outcome(exc.code.value)
-            return openai_error_response(exc)
+            return openai_error_response(exc, {HEADER_REQUEST_ID: request_id})
 
         async def prepare() -> PreparedStream:
             upstream, lease = await _open(identity, tts_request, request_id)
