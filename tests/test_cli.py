@@ -115,3 +115,16 @@ def test_voices_and_system_tables() -> None:
     assert "gateway" in table.stdout
     assert "127.0.0.1" in table.stdout
     assert '"role": "gateway"' in raw.stdout
+
+
+def test_voice_aliases_are_configuration(tmp_path: Path) -> None:
+    with run_cli("worker", "--engine", "test", "--voice-alias", "narrator=tone-low") as (url, _):
+        import httpx
+
+        voices = httpx.get(f"{url}/v1/voices").json()["voices"]
+        ok = httpx.post(f"{url}/v1/tts/stream", json={"text": "hi", "voice": "narrator"})
+        gone = httpx.post(f"{url}/v1/tts/stream", json={"text": "hi", "voice": "alloy"})
+    assert next(v for v in voices if v["id"] == "tone-low")["aliases"] == ["narrator"]
+    assert ok.status_code == 200
+    assert gone.status_code == 404, "configured aliases replace the built-in ones"
+    assert "narrator" in gone.json()["error"]["message"]

@@ -42,6 +42,13 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINE_NAMES, default=_env("ENGINE", "embedded"))
     parser.add_argument("--capacity", type=int, default=None, help="requests synthesized at once")
     parser.add_argument(
+        "--voice-alias",
+        action="append",
+        default=[],
+        metavar="NAME=VOICE",
+        help="answer requests for NAME with VOICE (repeatable; replaces the built-in OpenAI/Orpheus aliases)",
+    )
+    parser.add_argument(
         "--enable-test-faults",
         action="store_true",
         help="test engine only: accept fault-injection parameters",
@@ -62,8 +69,20 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     orpheus.add_argument("--allow-download", action="store_true", help="let the engine download missing weights")
 
 
+def _voice_aliases(pairs: list[str]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    aliases = {}
+    for pair in pairs:
+        name, sep, voice = pair.partition("=")
+        if not sep or not name.strip() or not voice.strip():
+            raise CliError(f"--voice-alias takes NAME=VOICE, got {pair!r}")
+        aliases[name.strip()] = voice.strip()
+    return aliases
+
+
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"capacity": args.capacity}
+    options: dict[str, Any] = {"capacity": args.capacity, "voice_aliases": _voice_aliases(args.voice_alias)}
     if args.engine == "test":
         options["faults"] = args.enable_test_faults
     elif args.engine == "orpheus":
@@ -210,6 +229,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:
         worker_args.append("--enable-test-faults")
+    for alias in args.voice_alias:
+        worker_args += ["--voice-alias", alias]
     if args.engine == "orpheus":
         worker_args += ["--backend", args.backend]
         for flag, value in (
