@@ -32,6 +32,7 @@ from orpheus_tts.gateway.openai_speech import (
     speech_stream,
     to_tts_request,
 )
+from orpheus_tts.gateway.playground import add_playground_routes
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import (
     AUDIO_FORMAT,
@@ -240,6 +241,8 @@ def create_app(
                 **config.extra,
             }
         )
+
+    add_playground_routes(app)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
