@@ -7,6 +7,7 @@ ports. They are skipped, with the reason, where either is missing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -277,7 +278,7 @@ def test_a_missing_key_is_shown_as_an_error(page: Any, gateway: str) -> None:
 # --------------------------------------------------------------------------- streams that go wrong
 
 
-def fake_server(frames: list[dict[str, Any]]) -> Starlette:
+def fake_server(frames: list[dict[str, Any]], frame_delay_s: float = 0.0) -> Starlette:
     """Voices, and a stream that sends ``frames`` then ends: for the failures a healthy server never sends."""
 
     async def voices(request: Request) -> Response:
@@ -287,6 +288,7 @@ def fake_server(frames: list[dict[str, Any]]) -> Starlette:
         async def body() -> AsyncIterator[bytes]:
             for frame in frames:
                 yield (json.dumps(frame) + "\n").encode()
+                await asyncio.sleep(frame_delay_s)
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
@@ -349,3 +351,24 @@ def test_wav_header_matches_the_python_writer(page: Any) -> None:
         wav.setframerate(SAMPLE_RATE_HZ)
         wav.writeframes(b"\x10\x00" * 1333)
     assert produced == expected.getvalue()
+
+
+def test_stop_ends_the_stream_and_keeps_what_arrived(page: Any) -> None:
+    frames = [chunk(i) for i in range(200)]  # 20 s of audio, one frame every 50 ms
+    with run_server(fake_server(frames, frame_delay_s=0.05)) as url:
+        page.goto(url + "/")
+        page.wait_for_function("() => window.__orpheus.voices.length > 0")
+        page.click("#speak")
+        page.wait_for_function("() => window.__orpheus.chunks >= 3")
+        assert page.is_enabled("#stop")
+        page.click("#stop")
+        page.wait_for_function("() => !window.__orpheus.running")
+        state = page_state(page)
+        assert state["error"] is None
+        assert state["done"] is False
+        assert 3 <= state["chunks"] < len(frames)
+        assert page.text_content("#status") == "stopped"
+        assert page.is_enabled("#speak")
+        assert page.is_enabled("#download")  # what arrived can still be saved
+        page.wait_for_timeout(300)
+        assert page_state(page)["chunks"] == state["chunks"]  # nothing more is read
