@@ -15,8 +15,7 @@ from orpheus_tts.gateway.app import create_app as create_gateway
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.worker.app import create_app as create_worker
 from orpheus_tts.worker.config import WorkerConfig
-from tests.deploy.manifests import ParseError, parse_cli
-from tests.deploy.test_observability import exported
+from tests.deploy.manifests import ParseError, exported, parse_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["quickstart.md", "operations.md", "architecture.md", "troubleshooting.md", "configuration.md"]

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 from orpheus_tts.cli import build_parser
 
@@ -135,6 +136,18 @@ def abbreviated_flags(argv: list[str]) -> list[str]:
 def route_paths(app: Any) -> set[str]:
     """GET paths an ASGI app answers (FastAPI routes and mounts)."""
     return {route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or {"GET"})}
+
+
+SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def exported(registry: CollectorRegistry) -> dict[str, str]:
+    """Series name -> metric type, for every metric registered (labelled ones included)."""
+    out = {}
+    for family in registry.collect():
+        for suffix in SAMPLE_SUFFIXES[family.type]:
+            out[family.name + suffix] = family.type
+    return out
 
 
 def port_and_path(url: str) -> tuple[int, str]:

@@ -7,17 +7,15 @@ import re
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
-from tests.deploy.manifests import DEPLOY, k8s_named, yaml_documents
+from tests.deploy.manifests import DEPLOY, exported, k8s_named, yaml_documents
 
 DASHBOARD = DEPLOY / "grafana" / "orpheus-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 ADAPTER = DEPLOY / "prometheus" / "adapter-rules.yaml"
 METRIC_RE = re.compile(r"\b(orpheus_[a-z0-9_]+)\b")
-SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 
 
 class _CountingEngine:
@@ -25,15 +23,6 @@ class _CountingEngine:
 
     def counters(self) -> dict[str, int]:
         return {"tokens": 1}
-
-
-def exported(registry: CollectorRegistry) -> dict[str, str]:
-    """Series name -> metric type, for every metric registered (labelled ones included)."""
-    out = {}
-    for family in registry.collect():
-        for suffix in SAMPLE_SUFFIXES[family.type]:
-            out[family.name + suffix] = family.type
-    return out
 
 
 @pytest.fixture(scope="module")
