@@ -55,13 +55,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def with_playground(app: Any) -> Any:
-    """The gateway serves the playground once its factory mounts it; until then, mount it here."""
-    if not any(getattr(route, "path", None) == "/" for route in app.routes):
-        add_playground_routes(app)
-    return app
-
-
 # --------------------------------------------------------------------------- served files (no browser)
 
 
@@ -130,7 +123,7 @@ def test_script_parses() -> None:
 
 
 async def test_gateway_serves_the_page_beside_its_api() -> None:
-    app = with_playground(create_gateway(GatewayConfig(workers=("http://127.0.0.1:9",))))
+    app = create_gateway(GatewayConfig(workers=("http://127.0.0.1:9",)))
     response = await asgi_get(app, "/")
     assert response.status_code == 200
     assert "Orpheus TTS" in response.text
@@ -179,7 +172,7 @@ def gateway() -> Iterator[str]:
     """A gateway that wants a key, in front of a tone-engine worker."""
     with run_server(create_worker(ToneEngine(capacity=2), WorkerConfig())) as worker_url:
         app = create_gateway(GatewayConfig(workers=(worker_url,)), Authenticator.from_keys([KEY]))
-        with run_server(with_playground(app)) as url:
+        with run_server(app) as url:
             yield url
 
 
@@ -239,7 +232,7 @@ def test_speaks_while_streaming_and_downloads_the_audio(page: Any, gateway: str)
 
 def test_speaks_with_the_embedded_voice(page: Any, embedded_worker: str) -> None:
     """Real speech end to end; leaves a screenshot of the page in tests/artifacts/playground.png."""
-    with run_server(with_playground(create_gateway(GatewayConfig(workers=(embedded_worker,))))) as url:
+    with run_server(create_gateway(GatewayConfig(workers=(embedded_worker,)))) as url:
         page.goto(url + "/")
         page.wait_for_function("() => window.__orpheus.voices.length > 0")
         page.fill(
