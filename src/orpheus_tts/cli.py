@@ -94,7 +94,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
-    parser.add_argument("--port", type=int, default=int(_env("PORT", port)))
+    parser.add_argument("--port", type=int, default=_env("PORT", str(port)))
     parser.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
     parser.add_argument("--api-keys-file", default=_env("API_KEYS_FILE", None), help="TOML keys file")
     parser.add_argument(
@@ -111,11 +111,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--log-level", default="warning")
 
 
-def _add_worker_limits(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", DEFAULT_MAX_QUEUE)))
-    parser.add_argument("--default-timeout-s", type=float, default=float(_env("DEFAULT_TIMEOUT_S", DEFAULT_DEADLINE_S)))
-    parser.add_argument("--max-timeout-s", type=float, default=float(_env("MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S)))
-    parser.add_argument("--max-text-chars", type=int, default=int(_env("MAX_TEXT_CHARS", DEFAULT_MAX_TEXT_CHARS)))
+def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> None:
+    if queue:  # the gateway keeps no queue of its own: workers do
+        parser.add_argument("--max-queue", type=int, default=_env("MAX_QUEUE", str(DEFAULT_MAX_QUEUE)))
+    parser.add_argument("--default-timeout-s", type=float, default=_env("DEFAULT_TIMEOUT_S", str(DEFAULT_DEADLINE_S)))
+    parser.add_argument("--max-timeout-s", type=float, default=_env("MAX_TIMEOUT_S", str(DEFAULT_MAX_TIMEOUT_S)))
+    parser.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", str(DEFAULT_MAX_TEXT_CHARS)))
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker: one engine behind admission control")
     worker.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
-    worker.add_argument("--port", type=int, default=int(_env("PORT", DEFAULT_WORKER_PORT)))
+    worker.add_argument("--port", type=int, default=_env("PORT", str(DEFAULT_WORKER_PORT)))
     worker.add_argument("--worker-id", default=None, help="name reported in metrics frames")
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
@@ -334,12 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
     _add_gateway_args(gateway, DEFAULT_GATEWAY_PORT)
     gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
-    _add_worker_limits(gateway)
+    _add_worker_limits(gateway, queue=False)
     gateway.set_defaults(func=_cmd_gateway)
 
     serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
     _add_gateway_args(serve, DEFAULT_GATEWAY_PORT)
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: what fits)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=_env("WORKERS", None),
+        help="worker processes (default: one per two usable cores)",
+    )
     _add_engine_args(serve)
     _add_worker_limits(serve)
     serve.set_defaults(func=_cmd_serve)

@@ -246,8 +246,7 @@ def render() -> str:
     lines += [
         "## Environment variables",
         "",
-        "Each gives a flag its default; the flag wins when both are given. A command that has the flag "
-        "but no setting for it ignores it (the gateway's `--max-queue`: queues live on the workers).",
+        "Each gives a flag its default; the flag wins when both are given.",
         "",
         *_environment_table(),
         "",

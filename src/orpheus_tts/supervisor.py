@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from orpheus_tts.serving.local import free_port
 
-__all__ = ["DEFAULT_RESTART_BACKOFF_S", "WorkerProcess", "WorkerSupervisor", "default_worker_count"]
+__all__ = ["DEFAULT_RESTART_BACKOFF_S", "WorkerProcess", "WorkerSupervisor", "default_worker_count", "usable_cpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ STOP_GRACE_S = 10.0
 """How long a worker gets to exit after SIGTERM before SIGKILL."""
 POLL_INTERVAL_S = 0.2
 PR_SET_PDEATHSIG = 1
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
 
 def _die_with_parent() -> None:
@@ -46,9 +47,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def usable_cpus() -> float:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX, encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return max(cpus, 1.0)
+
+
 def default_worker_count(engine: str) -> int:
-    """What this machine can run: one worker per two cores for real engines."""
-    cores = os.cpu_count() or 1
+    """What this machine can run: one worker per two usable cores for real engines."""
+    cores = int(usable_cpus())
     if engine == "test":
         return max(1, min(4, cores))
     return max(1, cores // 2)
