@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # torch: the CPU build pinned here is the one that installs without a multi-GB CUDA download.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test install install-test lint soak bench clean
+.PHONY: demo test install install-test browser lint soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) $(TORCH_CPU)
 	$(PIP) -e '.[embedded,orpheus,dev]'
+	@$(MAKE) --no-print-directory browser
 	touch $@ $(VENV)/.demo-installed
+
+# The playground's browser test drives Debian's Chromium (never a downloaded browser).
+# Installed when we may (root with apt); otherwise that test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium is not installed: the browser test will be skipped"; fi; }
 
 install: $(VENV)/.demo-installed
 
