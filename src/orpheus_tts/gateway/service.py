@@ -9,7 +9,6 @@ frame (``deadline_exceeded``, ``worker_lost``) instead of ever going silent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -17,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from orpheus_tts.aio import DeadlinePassed, next_before, run_before
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.protocol import (
     HEADER_INFLIGHT,
@@ -45,10 +45,6 @@ __all__ = ["GatewayService", "UpstreamStream"]
 logger = logging.getLogger(__name__)
 
 
-class _Deadline(Exception):
-    pass
-
-
 @dataclass
 class UpstreamStream:
     """An upstream stream that has produced its first audio (or already ended)."""
@@ -71,12 +67,12 @@ class UpstreamStream:
         try:
             while True:
                 try:
-                    frame = await _next_before(frames, self.deadline)
+                    frame = await next_before(frames, self.deadline)
                 except StopAsyncIteration:
                     self.outcome = ErrorCode.WORKER_LOST.value
                     yield ErrorFrame(ErrorCode.WORKER_LOST.value, "the worker's stream ended without eos")
                     return
-                except _Deadline:
+                except DeadlinePassed:
                     self.outcome = ErrorCode.DEADLINE_EXCEEDED.value
                     yield ErrorFrame(ErrorCode.DEADLINE_EXCEEDED.value, "the deadline passed during synthesis")
                     return
@@ -99,16 +95,6 @@ class UpstreamStream:
             await self.routed.aclose()
 
 
-async def _next_before(frames: AsyncIterator[Frame], deadline: float) -> Frame:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _Deadline
-    try:
-        return await asyncio.wait_for(frames.__anext__(), timeout=remaining)
-    except asyncio.TimeoutError:
-        raise _Deadline from None
-
-
 class GatewayService:
     """Routes v1 requests to workers; see the module docstring."""
 
@@ -129,9 +115,7 @@ class GatewayService:
         deadline = arrived + timeout_s
         body = self.upstream_body(request, timeout_s)
         try:
-            routed = await asyncio.wait_for(
-                self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), timeout=timeout_s
-            )
+            routed = await run_before(self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), deadline)
         except BaseException as exc:
             error = self._translate(exc)
             if error is None:
@@ -146,7 +130,7 @@ class GatewayService:
         retry_after = self.config.no_workers_retry_after_s
         if isinstance(exc, ServiceError):
             return exc
-        if isinstance(exc, (_Deadline, asyncio.TimeoutError)):
+        if isinstance(exc, DeadlinePassed):
             return ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline")
         if isinstance(exc, NoEndpointAvailableError):
             return ServiceError(ErrorCode.NO_WORKERS, f"no healthy worker: {exc}", retry_after_s=retry_after)

@@ -66,11 +66,11 @@ class PreparedStreamResponse(Response):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await work
 
-    @staticmethod
-    async def _wait_disconnect(receive: Receive) -> None:
+    async def _wait_disconnect(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                self.disconnected = True
                 return
 
     async def _run(self, send: Send) -> None:
@@ -91,6 +91,10 @@ class PreparedStreamResponse(Response):
             async for data in prepared.body:
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                if self.disconnected:
+                    # Normally the work is cancelled on disconnect; this catches a cancellation that
+                    # landed inside a third-party await and was lost: sends to a gone client are no-ops.
+                    return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             aclose = getattr(prepared.body, "aclose", None)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from orpheus_tts.aio import DeadlinePassed, next_before
 from orpheus_tts.engines.base import (
     Engine,
     EngineError,
@@ -49,10 +50,6 @@ from orpheus_tts.worker.scheduler import Scheduler
 __all__ = ["SynthesisService"]
 
 logger = logging.getLogger(__name__)
-
-
-class _Deadline(Exception):
-    pass
 
 
 @dataclass
@@ -110,7 +107,7 @@ class SynthesisService:
             first = await self._next_piece(pieces, deadline, timing)
         except BaseException as exc:
             await self._finish(pieces, timing, _outcome(exc))
-            if isinstance(exc, _Deadline):
+            if isinstance(exc, DeadlinePassed):
                 raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline") from None
             if isinstance(exc, UnknownVoiceError):
                 raise ServiceError(ErrorCode.UNKNOWN_VOICE, str(exc)) from exc
@@ -134,18 +131,13 @@ class SynthesisService:
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
 
     async def _next_piece(self, pieces: AsyncIterator[bytes], deadline: float, timing: _Timing) -> bytes | None:
-        """The next non-empty piece, ``None`` at the end; raises ``_Deadline``."""
+        """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``."""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Deadline
             started = time.monotonic()
             try:
-                piece = await asyncio.wait_for(pieces.__anext__(), timeout=remaining)
+                piece = await next_before(pieces, deadline)
             except StopAsyncIteration:
                 return None
-            except asyncio.TimeoutError:
-                raise _Deadline from None
             finally:
                 timing.compute_s += time.monotonic() - started
             if len(piece) % SAMPLE_WIDTH_BYTES:
@@ -185,7 +177,7 @@ class SynthesisService:
                         seq += 1
                         samples_total += frame.samples
                     piece = await self._next_piece(pieces, deadline, timing)
-            except _Deadline:
+            except DeadlinePassed:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
                 yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
                 return
@@ -227,7 +219,7 @@ class SynthesisService:
 
 
 def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, _Deadline):
+    if isinstance(exc, DeadlinePassed):
         return ErrorCode.DEADLINE_EXCEEDED.value
     if isinstance(exc, UnknownVoiceError):
         return ErrorCode.UNKNOWN_VOICE.value
