@@ -56,7 +56,26 @@ from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 
 __all__ = ["create_app"]
 
-SPEECH_SCHEMA: dict[str, Any] = SpeechRequest.model_json_schema()
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` substituted for their ``$ref``s: embedded in an OpenAPI
+    request body, a ``#/$defs/…`` reference would not resolve from the document's root."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+SPEECH_SCHEMA: dict[str, Any] = _inline_refs(SpeechRequest.model_json_schema())
 
 
 class _Draining:

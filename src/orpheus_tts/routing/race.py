@@ -50,8 +50,12 @@ MAX_DRAIN_BYTES = 64 * 1024
 MAX_ERROR_MESSAGE_CHARS = 500
 """A non-JSON error body is quoted up to this many characters."""
 
-ENDPOINT_FAULT_CODES = frozenset({ErrorCode.ENGINE_ERROR.value, ErrorCode.INTERNAL.value, ErrorCode.WORKER_LOST.value})
-"""``error`` frame codes that count against the endpoint's circuit breaker."""
+ENDPOINT_FAULT_CODES = frozenset({ErrorCode.ENGINE_ERROR.value, ErrorCode.INTERNAL.value})
+"""``error`` frame codes that count against the endpoint's circuit breaker.
+
+Not ``worker_lost``: only a gateway sends it, about one of its workers, and a
+gateway that reports it is healthy; counting it would let one dying worker
+open every client's circuit to a gateway that still has healthy workers."""
 
 Verdict = Literal["success", "failure", "none"]
 
