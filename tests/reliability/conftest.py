@@ -7,7 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.reliability.harness import tone_workers
+from tests.reliability.harness import COMPLETE, CUT, REFUSED, TOTALS, VIOLATION, tone_workers
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many streams the suite checked byte for byte, and how each ended."""
+    if not TOTALS:
+        return
+    total = sum(TOTALS.values())
+    terminalreporter.write_line(
+        f"reliability: {total} streams verified byte for byte: {TOTALS[COMPLETE]} complete, "
+        f"{TOTALS[REFUSED]} refused before audio and {TOTALS[CUT]} cut after a prefix (each with a "
+        f"documented error), {TOTALS[VIOLATION]} silently truncated, duplicated or corrupted"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,11 @@ EVENTUALLY_S = 5.0
 COMPLETE = "complete"
 REFUSED = "refused"
 CUT = "cut"
+VIOLATION = "violation"
+"""A stream silently short, or carrying bytes that are not a prefix of its own audio."""
+
+TOTALS: Counter[str] = Counter()
+"""Every verdict :func:`tally` gave in this session (the suite prints it at the end)."""
 
 
 @dataclass
@@ -87,8 +92,13 @@ def tally(results: Iterable[Received], refused: Iterable[str] = (), cut: Iterabl
     allowed = {REFUSED: set(refused), CUT: set(cut)}
     counts: Counter[str] = Counter()
     for r in results:
-        kind = verdict(r)
+        try:
+            kind = verdict(r)
+        except AssertionError:
+            TOTALS[VIOLATION] += 1
+            raise
         counts[kind] += 1
+        TOTALS[kind] += 1
         if kind != COMPLETE:
             assert r.code in allowed[kind], f"{r.text[:40]!r} was {kind} with {r.code}: {r.error!r}"
             counts[f"{kind}:{r.code}"] += 1
