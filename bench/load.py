@@ -24,10 +24,15 @@ A closed-loop run follows: ``--burst-streams`` streams, ``--burst-concurrency``
 at a time, on a stack with queues deep enough to hold them, to show that
 nothing is lost or corrupted at high concurrency.
 
+The ramp runs once per ``--max-queue`` depth (default 8, then 2 per worker):
+past the knee a deep queue admits streams that can no longer meet the
+objective, a short one refuses them at once (503 ``overloaded``, retryable).
+
 Writes ``bench/results/load.json`` and ``load.png``; prints each rate's TTFA
 as a ratio of the lowest rate's (the unloaded baseline, same run).
 
-    python -m bench.load [--rates 4 8 12 16 20 24 32] [--duration-s 8] [--burst-streams 1000]
+    python -m bench.load [--rates 4 8 12 16 20 24 32] [--duration-s 8] [--max-queue 8 2]
+                         [--burst-streams 1000] [--burst-concurrency 200]
 """
 
 from __future__ import annotations
@@ -271,29 +276,63 @@ def _knee(rows: Sequence[dict[str, Any]]) -> float | None:
     return knee
 
 
-def _plot(rows: Sequence[dict[str, Any]], objective_ms: float, knee: float | None, capacity: float) -> None:
+def _plot(ramps: dict[str, dict[str, Any]], objective_ms: float, capacity: float) -> None:
     plt = pyplot()
-    rates = [r["offered_per_s"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    first = next(iter(ramps.values()))["rows"]
+    rates = [r["offered_per_s"] for r in first]
     ax1.plot(rates, rates, ":", color="grey", label="offered")
-    ax1.plot(rates, [r["goodput_per_s"] for r in rows], "o-", label=f"goodput (ok, TTFA ≤ {objective_ms:g} ms)")
-    ax1.plot(rates, [sum(r["errors"].values()) / r["window_s"] for r in rows], "x--", label="errors / s")
     ax1.axvline(capacity, color="grey", alpha=0.4, label=f"slot capacity ≈ {capacity:.1f}/s")
-    if knee is not None:
-        ax1.axvline(knee, color="red", alpha=0.5, label=f"knee {knee:g}/s")
-    ax1.set_xlabel("offered rate (streams / s, Poisson)")
+    markers = iter("os^v")
+    for (queue, ramp), colour in zip(ramps.items(), ("tab:blue", "tab:green", "tab:purple", "tab:brown"), strict=False):
+        rows, marker = ramp["rows"], next(markers, "o")
+        label = f"queue {queue}/worker"
+        ax1.plot(rates, [r["arrivals_per_s"] for r in rows], ".", color=colour, alpha=0.5)
+        ax1.plot(rates, [r["goodput_per_s"] for r in rows], marker + "-", color=colour, label=f"goodput, {label}")
+        ax1.plot(
+            rates, [sum(r["errors"].values()) / r["window_s"] for r in rows], "x--", color=colour, alpha=0.6,
+            label=f"errors / s, {label}",
+        )  # fmt: skip
+        if ramp["knee_per_s"] is not None:
+            ax1.axvline(ramp["knee_per_s"], color=colour, alpha=0.3)
+        ax2.plot(rates, [r["ttfa_p50_ms"] for r in rows], marker + "-", color=colour, label=f"p50, {label}")
+        ax2.plot(rates, [r["ttfa_p99_ms"] for r in rows], marker + "--", color=colour, label=f"p99, {label}")
+    ax1.set_xlabel("offered rate (streams / s, Poisson; dots: arrivals)")
     ax1.set_ylabel("streams / s")
-    ax1.set_title("Goodput vs offered rate")
-    ax1.legend(fontsize=8)
-    for key, style in (("ttfa_p50_ms", "o-"), ("ttfa_p90_ms", "s-"), ("ttfa_p99_ms", "^-")):
-        ax2.plot(rates, [r[key] for r in rows], style, label=key.split("_")[1])
+    ax1.set_title(f"Goodput (whole, TTFA ≤ {objective_ms:g} ms) vs offered rate")
+    ax1.legend(fontsize=7)
     ax2.axhline(objective_ms, color="red", alpha=0.5, label="objective")
     ax2.set_yscale("log")
     ax2.set_xlabel("offered rate (streams / s)")
     ax2.set_ylabel("time to first audio (ms, from scheduled arrival)")
     ax2.set_title("TTFA percentiles vs offered rate")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7)
     save_figure(fig, "load")
+
+
+def _ramp(args: argparse.Namespace, max_queue: int, params: dict[str, Any], objective_s: float) -> dict[str, Any]:
+    """Every rate of ``args.rates`` against a stack whose workers queue ``max_queue`` each."""
+    rows: list[dict[str, Any]] = []
+    print(f"ramp, queue {max_queue} per worker:", flush=True)
+    with _serve(args.workers, args.capacity, max_queue) as (url, proc), PeakRss(proc.pid) as rss:
+        asyncio.run(_closed_loop(url, 20, 4, args.audio_s, params))  # warm up
+        for i, rate in enumerate(args.rates):
+            result = asyncio.run(_open_loop(url, rate, args.duration_s, args.audio_s, params, args.seed + i))
+            row = _summary(result, objective_s, rate, args.duration_s)
+            rows.append(row)
+            base = rows[0]
+            print(
+                f"  offered {rate:5.1f}/s: {row['streams']:4d} streams, goodput {row['goodput_per_s']:5.1f}/s "
+                f"({row['good_share']:.0%} good), "
+                f"TTFA p50 {row['ttfa_p50_ms']:7.1f} ms (x{row['ttfa_p50_ms'] / base['ttfa_p50_ms']:.2f}) "
+                f"p99 {row['ttfa_p99_ms']:7.1f} ms (x{row['ttfa_p99_ms'] / base['ttfa_p99_ms']:.2f}); "
+                f"errors {row['errors'] or '-'}; launch lag p99 {row['launch_lag_p99_ms']:.1f} ms; "
+                f"truncated {row['truncated']} corrupted {row['corrupted']}",
+                flush=True,
+            )
+    knee = _knee(rows)
+    print(f"  knee: {knee}/s; peak RSS gateway {rss.peak['gateway']:.0f} MB, worker {rss.peak['worker']:.0f} MB")
+    return {"rows": rows, "knee_per_s": knee, "peak_rss_mb": rss.peak}
 
 
 def main() -> int:
@@ -302,7 +341,7 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=8.0, help="arrivals per rate")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--capacity", type=int, default=4, help="slots per worker")
-    parser.add_argument("--max-queue", type=int, default=8, help="queue per worker (ramp)")
+    parser.add_argument("--max-queue", type=int, nargs="+", default=[8, 2], help="queue per worker: one ramp for each")
     parser.add_argument("--audio-s", type=float, default=1.2, help="audio per stream")
     parser.add_argument("--rtf", type=float, default=0.3, help="simulated compute per second of audio")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="each request's deadline")
@@ -327,28 +366,11 @@ def main() -> int:
     }
     failed = False
     if not args.skip_ramp:
-        rows = []
-        with _serve(args.workers, args.capacity, args.max_queue) as (url, proc), PeakRss(proc.pid) as rss:
-            asyncio.run(_closed_loop(url, 20, 4, args.audio_s, params))  # warm up
-            for i, rate in enumerate(args.rates):
-                result = asyncio.run(_open_loop(url, rate, args.duration_s, args.audio_s, params, args.seed + i))
-                row = _summary(result, objective_s, rate, args.duration_s)
-                rows.append(row)
-                base = rows[0]
-                print(
-                    f"offered {rate:5.1f}/s: {row['streams']:4d} streams, goodput {row['goodput_per_s']:5.1f}/s "
-                    f"({row['good_share']:.0%} good), "
-                    f"TTFA p50 {row['ttfa_p50_ms']:7.1f} ms (x{row['ttfa_p50_ms'] / base['ttfa_p50_ms']:.2f}) "
-                    f"p99 {row['ttfa_p99_ms']:7.1f} ms (x{row['ttfa_p99_ms'] / base['ttfa_p99_ms']:.2f}); "
-                    f"errors {row['errors'] or '-'}; launch lag p99 {row['launch_lag_p99_ms']:.1f} ms; "
-                    f"truncated {row['truncated']} corrupted {row['corrupted']}",
-                    flush=True,
-                )
-        knee = _knee(rows)
-        report["ramp"] = {"rows": rows, "knee_per_s": knee, "peak_rss_mb": rss.peak}
-        print(f"knee: {knee}/s (slot capacity ≈ {capacity:.1f}/s); peak RSS {rss.peak}")
-        _plot(rows, args.ttfa_objective_ms, knee, capacity)
-        failed |= any(r["truncated"] or r["corrupted"] for r in rows)
+        ramps = {str(q): _ramp(args, q, params, objective_s) for q in args.max_queue}
+        report["ramps"] = ramps
+        print(f"slot capacity ≈ {capacity:.1f}/s")
+        _plot(ramps, args.ttfa_objective_ms, capacity)
+        failed |= any(r["truncated"] or r["corrupted"] for ramp in ramps.values() for r in ramp["rows"])
     if not args.skip_burst:
         burst_params = {"fault_piece_delay_ms": args.burst_rtf * PIECE_S * 1000, "timeout_s": 60.0}
         queue = math.ceil(args.burst_concurrency / args.workers)
