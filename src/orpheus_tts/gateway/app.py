@@ -56,6 +56,7 @@ from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 
 __all__ = ["create_app"]
 
+
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$defs`` substituted for their ``$ref``s: embedded in an OpenAPI
     request body, a ``#/$defs/…`` reference would not resolve from the document's root."""
