@@ -105,9 +105,9 @@ class Stack:
     worker_url: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stack() -> Iterator[Stack]:
-    """``serve`` with one worker."""
+    """``serve`` with one worker, fresh for each test so its memory figures start from scratch."""
     with run_cli(*SERVE) as (url, proc):
         ((worker, port),) = worker_pids(proc.pid).items()
         yield Stack(url, proc.pid, worker, f"http://127.0.0.1:{port}")
