@@ -83,11 +83,13 @@ class FaultProxy:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             upstream = asyncio.ensure_future(self._pipe(reader, up_writer, None))
             downstream = asyncio.ensure_future(self._pipe(up_reader, writer, faults))
-            _, pending = await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
-            for p in pending:
-                p.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            _abort(up_writer)
+            try:
+                await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when stop() cancels this handler: no relay task outlives it
+                for relay in (upstream, downstream):
+                    relay.cancel()
+                await asyncio.gather(upstream, downstream, return_exceptions=True)
+                _abort(up_writer)
         except (OSError, asyncio.CancelledError):
             pass
         finally:
