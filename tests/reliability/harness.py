@@ -11,7 +11,6 @@ duplicate, a gap, another stream's audio) fails the test.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -19,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,6 @@ from tests.servers import run_cli, run_server
 TONE_WORKER = ("worker", "--engine", "test", "--enable-test-faults")
 """A worker process running the deterministic tone engine with its fault knobs."""
 FAST_PROBE_INTERVAL_S = 0.2
-EVENTUALLY_S = 5.0
 """How long a condition the stack must reach on its own (a slot freed, a worker back) may take."""
 
 COMPLETE = "complete"
@@ -121,15 +119,6 @@ async def sdk_stream(tts: OrpheusTTS, text: str, voice: str = "tone", speed: flo
     got.audio = b"".join(chunks)
     got.elapsed_s = time.monotonic() - started
     return got
-
-
-async def eventually(condition: Callable[[], bool], within_s: float = EVENTUALLY_S, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(step_s)
-    return condition()
 
 
 # ------------------------------------------------------------------ processes and servers

@@ -15,11 +15,11 @@ import subprocess
 
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.sdk import HTTPStatusError, OrpheusTTS
+from tests.eventually import eventually
 from tests.faultproxy import Faults, fault_proxy
 from tests.reliability.harness import (
     COMPLETE,
     Received,
-    eventually,
     metric,
     routed_gateway,
     sdk_stream,

@@ -18,8 +18,9 @@ import pytest
 from orpheus_tts.engines.testing import render
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.sdk import OrpheusTTS
+from tests.eventually import eventually
 from tests.faultproxy import Faults, fault_proxy
-from tests.reliability.harness import COMPLETE, CUT, REFUSED, eventually, gateway, sdk_stream, tally
+from tests.reliability.harness import COMPLETE, CUT, REFUSED, gateway, sdk_stream, tally
 
 TIMEOUT_S = 1.5
 """The deadline the hanging requests ask for."""

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.reliability.harness import eventually, gateway, metric, tone_workers
+from tests.eventually import eventually
+from tests.reliability.harness import gateway, metric, tone_workers
 
 CLIENTS = 16
 """Each hang-up hits the race with a good chance, not always: sixteen make a miss all but impossible."""

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from orpheus_tts.sdk import OrpheusTTS
+from tests.eventually import eventually
 from tests.faultproxy import Faults, fault_proxy
 from tests.reliability.harness import (
     COMPLETE,
     CUT,
     REFUSED,
-    eventually,
     gateway,
     routed_gateway,
     sdk_stream,

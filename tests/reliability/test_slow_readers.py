@@ -27,7 +27,8 @@ import pytest
 from orpheus_tts.engines.testing import render
 from orpheus_tts.protocol import SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES, ChunkFrame, EosFrame, FrameDecoder, StreamTracker
 from orpheus_tts.sdk import OrpheusTTS
-from tests.reliability.harness import COMPLETE, RssSampler, eventually, sdk_stream, system, tally, worker_pids
+from tests.eventually import eventually
+from tests.reliability.harness import COMPLETE, RssSampler, sdk_stream, system, tally, worker_pids
 from tests.servers import run_cli
 
 SLOW_READERS = 50

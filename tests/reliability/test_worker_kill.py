@@ -20,12 +20,12 @@ from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.routing.settings import DEFAULT_RETRY_BUDGET_RATIO as RETRY_BUDGET_RATIO
 from orpheus_tts.routing.settings import DEFAULT_RETRY_BUDGET_RESERVE as RETRY_BUDGET_RESERVE
 from orpheus_tts.sdk import HTTPStatusError, OrpheusTTS
+from tests.eventually import eventually
 from tests.reliability.harness import (
     COMPLETE,
     CUT,
     REFUSED,
     Received,
-    eventually,
     kill,
     metric,
     routed_gateway,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -13,21 +12,12 @@ from orpheus_tts.protocol import ChunkFrame
 from orpheus_tts.routing import Router, RoutingSettings
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
+from tests.eventually import eventually
 from tests.faultproxy import fault_proxy
 from tests.routing.engines import CountingToneEngine
 from tests.servers import run_server
 
 TEXT = "The quick brown fox. It jumps over the lazy dog."
-SERVER_SEES_IT_WITHIN_S = 2.0
-
-
-async def eventually(condition: Callable[[], bool], within_s: float = SERVER_SEES_IT_WITHIN_S) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 async def test_a_hedge_loser_is_disconnected_and_the_server_stops() -> None:
