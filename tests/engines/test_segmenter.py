@@ -105,7 +105,7 @@ def test_flush_hands_out_everything_and_end_refuses_more_text() -> None:
 def test_an_overlong_open_sentence_is_cut_at_spaces_as_it_grows() -> None:
     s = Segmenter(max_chars=20, clause_min_words=None)
     out = []
-    for word in "one two three four five six seven eight nine ten".split():
+    for word in ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]:
         out += s.feed(word + " ")
     out += s.end()
     assert all(len(segment) <= 20 for segment in out)
@@ -114,7 +114,7 @@ def test_an_overlong_open_sentence_is_cut_at_spaces_as_it_grows() -> None:
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_chars"):
         Segmenter(max_chars=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="clause_min_words"):
         Segmenter(clause_min_words=0)
