@@ -10,6 +10,7 @@ import pytest
 
 from orpheus_tts import cli, configdoc
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.routing.settings import RoutingSettings
 from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import WorkerConfig
@@ -44,7 +45,7 @@ def test_check_mode_fails_on_a_stale_page(tmp_path: Path, capsys: pytest.Capture
     assert "stale" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cls", [WorkerConfig, GatewayConfig, HttpSettings, RoutingSettings])
+@pytest.mark.parametrize("cls", [WorkerConfig, GatewayConfig, HttpSettings, RealtimeLimits, RoutingSettings])
 def test_every_field_is_documented(cls: type, page: str) -> None:
     docs = configdoc.field_docs(cls)
     assert [d.name for d in docs] == list(inspect.signature(cls).parameters)

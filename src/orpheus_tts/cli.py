@@ -13,6 +13,16 @@ from typing import Any
 
 from orpheus_tts import __version__
 from orpheus_tts.gateway.config import DEFAULT_DRAIN_GRACE_S, DEFAULT_PROBE_INTERVAL_S, GatewayConfig
+from orpheus_tts.realtime.limits import (
+    DEFAULT_BUFFER_DELAY_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_BUFFERED_CHARS,
+    DEFAULT_MAX_CONTEXTS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_OUTBOX_MESSAGES,
+    DEFAULT_PIPELINE_SEGMENTS,
+    RealtimeLimits,
+)
 from orpheus_tts.serving.settings import (
     DEFAULT_BODY_IDLE_TIMEOUT_S,
     DEFAULT_BODY_TIMEOUT_S,
@@ -141,6 +151,77 @@ _HTTP_LIMITS: tuple[tuple[str, str, type, Any, str], ...] = (
 """The connection limits every server takes (``serve`` passes them on to its workers)."""
 
 
+_REALTIME_LIMITS: tuple[tuple[str, str, str, type, Any, str], ...] = (
+    (
+        "--realtime-max-contexts",
+        "max_contexts",
+        "REALTIME_MAX_CONTEXTS",
+        int,
+        DEFAULT_MAX_CONTEXTS,
+        "contexts open at once",
+    ),
+    (
+        "--realtime-max-buffered-chars",
+        "max_buffered_chars",
+        "REALTIME_MAX_BUFFERED_CHARS",
+        int,
+        DEFAULT_MAX_BUFFERED_CHARS,
+        "characters of a context waiting for synthesis",
+    ),
+    (
+        "--realtime-max-message-bytes",
+        "max_message_bytes",
+        "REALTIME_MAX_MESSAGE_BYTES",
+        int,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "largest client message",
+    ),
+    (
+        "--realtime-idle-timeout-s",
+        "idle_timeout_s",
+        "REALTIME_IDLE_TIMEOUT_S",
+        float,
+        DEFAULT_IDLE_TIMEOUT_S,
+        "seconds without a message (and nothing to send) before the socket closes",
+    ),
+    (
+        "--realtime-buffer-delay-s",
+        "buffer_delay_s",
+        "REALTIME_BUFFER_DELAY_S",
+        float,
+        DEFAULT_BUFFER_DELAY_S,
+        "seconds without new text before buffered words are spoken",
+    ),
+    (
+        "--realtime-pipeline-segments",
+        "pipeline_segments",
+        "REALTIME_PIPELINE_SEGMENTS",
+        int,
+        DEFAULT_PIPELINE_SEGMENTS,
+        "segments of a context in synthesis at once",
+    ),
+    (
+        "--realtime-outbox-messages",
+        "outbox_messages",
+        "REALTIME_OUTBOX_MESSAGES",
+        int,
+        DEFAULT_OUTBOX_MESSAGES,
+        "audio messages queued for a slow reader before synthesis waits",
+    ),
+)
+"""The limits of each realtime socket (worker and gateway)."""
+
+
+def _add_realtime_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("realtime (/v1/tts/realtime) limits")
+    for flag, dest, env, kind, default, meaning in _REALTIME_LIMITS:
+        group.add_argument(flag, dest=dest, type=kind, default=_env(env, str(default)), help=meaning)
+
+
+def _realtime_limits(args: argparse.Namespace) -> RealtimeLimits:
+    return RealtimeLimits(**{dest: getattr(args, dest) for _, dest, *_ in _REALTIME_LIMITS})
+
+
 def _env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
@@ -219,6 +300,7 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         max_text_chars=args.max_text_chars,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
         http=_http_settings(args),
+        realtime=_realtime_limits(args),
     )
 
 
@@ -246,6 +328,7 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
         http=_http_settings(args),
+        realtime=_realtime_limits(args),
         extra=extra,
     )
 
@@ -426,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(worker)
     _add_worker_limits(worker)
     _add_http_args(worker)
+    _add_realtime_args(worker)
     worker.set_defaults(func=_cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
@@ -433,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
     _add_worker_limits(gateway, queue=False)
     _add_http_args(gateway)
+    _add_realtime_args(gateway)
     gateway.set_defaults(func=_cmd_gateway)
 
     serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
@@ -446,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(serve)
     _add_worker_limits(serve)
     _add_http_args(serve)
+    _add_realtime_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
     say = sub.add_parser("say", help="speak text into an audio file (format from its extension) or the speakers")

@@ -26,6 +26,7 @@ from typing import Any
 
 from orpheus_tts import cli
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.routing.settings import RoutingSettings
 from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import WorkerConfig
@@ -70,6 +71,13 @@ _SECTIONS: tuple[tuple[type[Any], str, tuple[str, ...], str], ...] = (
         "Both servers' connection limits, read timeouts and request checks (the `http` field of "
         "`WorkerConfig` and `GatewayConfig`; `docs/security.md` explains each). `orpheus-tts serve` "
         "passes the limits on to its workers.",
+    ),
+    (
+        RealtimeLimits,
+        "orpheus_tts.realtime.limits.RealtimeLimits",
+        ("worker", "gateway", "serve"),
+        "The limits of each `/v1/tts/realtime` socket (the `realtime` field of `WorkerConfig` and "
+        "`GatewayConfig`; `docs/realtime.md` explains each). `ready` announces them to the client.",
     ),
     (
         RoutingSettings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,10 +15,8 @@ import websockets
 
 from orpheus_tts.engines.base import Engine
 from orpheus_tts.realtime.limits import RealtimeLimits
-from orpheus_tts.realtime.websocket import mount_realtime
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
-from orpheus_tts.worker.realtime import worker_backend
 from tests.servers import run_server
 
 HANG_GUARD_S = 60.0
@@ -28,8 +27,8 @@ def realtime_worker(
     engine: Engine, limits: RealtimeLimits | None = None, config: WorkerConfig | None = None
 ) -> Iterator[tuple[str, Any]]:
     """A worker with the realtime route; yields (ws URL, app)."""
-    app = create_app(engine, config or WorkerConfig())
-    mount_realtime(app, worker_backend(app.state.service, limits or RealtimeLimits(), lambda: bool(app.state.ready)))
+    config = config or WorkerConfig()
+    app = create_app(engine, dataclasses.replace(config, realtime=limits or config.realtime))
     with run_server(app) as url:
         yield "ws" + url.removeprefix("http") + "/v1/tts/realtime", app
 

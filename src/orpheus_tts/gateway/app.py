@@ -3,7 +3,8 @@
 Routes: v1 ``POST /v1/tts/stream`` (frames relayed as they arrive), OpenAI's
 ``POST /v1/audio/speech``, ``/v1/voices``, ``/v1/system`` (``gateway/routes.py``),
 ``/metrics``, ``/healthz``, ``/readyz`` (the shared skeleton,
-``serving/app.py``), and the web playground at ``/``.
+``serving/app.py``), the realtime WebSocket ``/v1/tts/realtime``
+(``gateway/realtime.py``), and the web playground at ``/``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.openai_speech import openai_error_body
 from orpheus_tts.gateway.playground import add_playground_routes
+from orpheus_tts.gateway.realtime import gateway_backend
 from orpheus_tts.gateway.routes import OPENAI_SPEECH_PATH, add_gateway_routes
 from orpheus_tts.gateway.state import GatewayState, build_state
 from orpheus_tts.protocol import ServiceError
+from orpheus_tts.realtime.websocket import mount_realtime
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.serving.app import create_server_app
 
@@ -53,6 +56,7 @@ def create_app(
     app.state.metrics = state.metrics
     app.state.service = state.service
     add_gateway_routes(app)
+    mount_realtime(app, gateway_backend(state))
     add_playground_routes(app)
     return app
 

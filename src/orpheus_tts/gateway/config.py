@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
@@ -56,6 +57,8 @@ class GatewayConfig:
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
     http: HttpSettings = field(default_factory=HttpSettings)
     """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 

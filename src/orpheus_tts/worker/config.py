@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.serving.settings import HttpSettings
 
 __all__ = [
@@ -50,6 +51,8 @@ class WorkerConfig:
     """Name reported in ``metrics`` frames and ``/v1/system``."""
     http: HttpSettings = field(default_factory=HttpSettings)
     """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
 
     def __post_init__(self) -> None:
         if self.capacity is not None and self.capacity < 1:
