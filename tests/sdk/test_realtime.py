@@ -115,14 +115,17 @@ async def test_refusals_are_http_status_errors_like_stream() -> None:
 async def test_a_broken_socket_raises_and_never_replays() -> None:
     with run_cli("worker", "--engine", "test", "--enable-test-faults") as (url, proc):
         received: list[bytes] = []
-        async with OrpheusTTS(url) as tts:
-            with pytest.raises(RemoteProtocolError):
-                async with tts.realtime(fault_piece_delay_ms=20) as session:
-                    await session.send(TEXT * 5)
-                    async for event in session:
-                        if isinstance(event, Audio):
-                            received.append(event.data)
-                            if len(received) == 2:
-                                os.killpg(proc.pid, signal.SIGKILL)
+
+        async def listen() -> None:
+            async with OrpheusTTS(url) as tts, tts.realtime(fault_piece_delay_ms=20) as session:
+                await session.send(TEXT * 5)
+                async for event in session:
+                    if isinstance(event, Audio):
+                        received.append(event.data)
+                        if len(received) == 2:
+                            os.killpg(proc.pid, signal.SIGKILL)
+
+        with pytest.raises(RemoteProtocolError):
+            await listen()
     assert len(received) >= 2
     assert b"".join(received) == render(TEXT * 5)[: len(b"".join(received))]
