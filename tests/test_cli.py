@@ -158,7 +158,8 @@ def test_say_realtime_speaks_each_line_as_it_arrives(tmp_path: Path) -> None:
         proc.stdin.write("Then the second one.\n")
         proc.stdin.close()
         proc.wait(timeout=60)
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         stdout, stderr = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, stderr
     assert "real-time factor" in stdout
