@@ -260,16 +260,16 @@ def plot(raw: dict[str, Any], data: dict[str, Any], name: str, out: Path) -> Pat
     return path
 
 
-async def amain(args: argparse.Namespace) -> int:
-    import json
-
-    text = SMOKE_ANSWER if args.smoke else ANSWER
+async def measure(args: argparse.Namespace, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     params: dict[str, Any] = {"fault_piece_delay_ms": 5} if args.engine == "test" else {"seed": 1}
     with stack(args.engine, args.workers, args.capacity) as url:
         raw = await rounds(url, args, text, params)
-    data = report(raw, args, text)
-    name = "realtime_smoke" if args.smoke else "realtime"
-    out = Path(args.out)
+    return raw, report(raw, args, text)
+
+
+def write(raw: dict[str, Any], data: dict[str, Any], name: str, out: Path) -> None:
+    import json
+
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     plot(raw, data, name, out)
@@ -280,7 +280,6 @@ async def amain(args: argparse.Namespace) -> int:
             f"gaps {r['playback_gap_s']['median']:.3f} s median, {r['sessions_with_gaps']}/{r['sessions']} with gaps"
         )
     print(f"cancel -> cancelled {data['cancel_to_cancelled_s']['median'] * 1000:.1f} ms median")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.engine, args.rounds, args.sessions = "test", 1, 2
-    return asyncio.run(amain(args))
+    text = SMOKE_ANSWER if args.smoke else ANSWER
+    raw, data = asyncio.run(measure(args, text))
+    write(raw, data, "realtime_smoke" if args.smoke else "realtime", Path(args.out))
+    return 0
 
 
 if __name__ == "__main__":
