@@ -1,5 +1,8 @@
 """The playground's live mode in headless Chromium: speaks while typing, highlights words, Stop cancels."""
 
+# The browser and page fixtures are the playground tests' own, imported: their names are test parameters here.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from collections.abc import Iterator
