@@ -278,9 +278,10 @@ class OrpheusEngine:
                             out.put_nowait(batcher.submit(window, stream))
                     if parser.ended:
                         break
-            if not parser.ended:
+            if not parser.ended and parser.counters.tokens >= sampling.max_tokens:
                 self.stats.length_capped += 1
                 logger.warning("a segment reached max_tokens=%d before the stop token", sampling.max_tokens)
+            # Otherwise the backend ended it for the model (a server-side stop or end-of-generation token).
             parser.finish()
             for window in windows.ready(final=True):
                 out.put_nowait(batcher.submit(window, stream))

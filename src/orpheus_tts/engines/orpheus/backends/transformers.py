@@ -46,6 +46,12 @@ class TransformersBackend:
     """Token generation with ``transformers``; see the module docstring."""
 
     name = "transformers"
+    option_help = {
+        "tokenizer": "tokenizer directory or id (default: the model's)",
+        "device": "cpu, cuda, cuda:N (default: cuda when available); also places SNAC",
+        "dtype": "float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on GPU)",
+        "constrain_audio_tokens": "allow only the expected slot's audio tokens (for untrained weights)",
+    }
 
     def __init__(
         self,

@@ -31,6 +31,16 @@ class VllmBackend:
     """Token generation with vLLM's async engine; see the module docstring."""
 
     name = "vllm"
+    option_help = {
+        "tokenizer": "tokenizer directory or id (default: the model's)",
+        "max_model_len": "context length per sequence, in tokens",
+        "gpu_memory_utilization": "share of GPU memory vLLM may take (weights + KV cache)",
+        "dtype": "auto, bfloat16, float16",
+        "tensor_parallel_size": "GPUs to shard the model over",
+        "max_num_seqs": "sequences batched at once (the backend's capacity)",
+        "enforce_eager": "disable CUDA graphs (faster start, slower decode)",
+        "quantization": "vLLM quantization method (e.g. fp8), or none",
+    }
 
     def __init__(
         self,
