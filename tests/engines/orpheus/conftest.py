@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +59,24 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> ScriptedModel:
     return ScriptedModel(out / "llm", gguf_path, frames, chain)
 
 
+@pytest.fixture(scope="session")
+def looping(tmp_path_factory: pytest.TempPathFactory) -> ScriptedModel:
+    """A scripted LM that repeats its frames until ``max_tokens``: valid audio for as long as a test wants."""
+    from tests.engines.orpheus.make_tiny_models import build_scripted_llama, scripted_frames, write_gguf
+
+    out = tmp_path_factory.mktemp("orpheus-looping")
+    frames = scripted_frames(SCRIPTED_FRAMES, seed=1)
+    chain = build_scripted_llama(out / "llm", frames, loop=True)
+    gguf_path = None
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        gguf_path = write_gguf(out / "llm", out / "looping-f32.gguf")
+    return ScriptedModel(out / "llm", gguf_path, frames, chain)
+
+
 @dataclass(frozen=True)
 class ScriptedModel:
     hf_dir: Path
@@ -64,3 +84,36 @@ class ScriptedModel:
     frames: list[tuple[int, ...]]
     chain: list[int]
     """START_OF_SPEECH, the audio tokens, END_OF_SPEECH, ``<|eot_id|>``."""
+
+
+CONTRACT_BACKENDS = ("transformers", "llamacpp", "vllm")
+"""Backends the engine contract tests run on, each where it is installed."""
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
+def make_engine(
+    request: pytest.FixtureRequest, tiny_models: tuple[Path, Path], looping: ScriptedModel
+) -> Callable[..., Any]:
+    """Builds an engine on one installed backend whose model speaks valid frames for as long as asked."""
+    from orpheus_tts.engines.orpheus import create_orpheus_engine
+
+    name = request.param
+    llm, snac = tiny_models
+    if name == "transformers":
+        return lambda **o: create_orpheus_engine(
+            "transformers", str(llm), snac=str(snac), device="cpu", constrain_audio_tokens=True, **o
+        )
+    if name == "llamacpp":
+        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+        assert looping.gguf is not None
+        return lambda **o: create_orpheus_engine(
+            "llamacpp", str(looping.gguf), snac=str(snac), device="cpu", n_threads=1, **o
+        )
+    pytest.importorskip("vllm", reason="vLLM is not installed (it needs a CUDA GPU: pip install 'orpheus-tts[vllm]')")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a CUDA GPU")
+    return lambda **o: create_orpheus_engine(
+        "vllm", str(looping.hf_dir), snac=str(snac), gpu_memory_utilization=0.3, enforce_eager=True, **o
+    )

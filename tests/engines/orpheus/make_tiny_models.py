@@ -337,12 +337,17 @@ def scripted_chain(frames: list[tuple[int, ...]]) -> list[int]:
     return [128_257, *audio, 128_258, 128_009]
 
 
-def build_scripted_llama(out: Path, frames: list[tuple[int, ...]]) -> list[int]:
-    """A Llama (and tokenizer) at ``out`` that, after any prompt, speaks ``frames`` and stops; returns the chain."""
+def build_scripted_llama(out: Path, frames: list[tuple[int, ...]], loop: bool = False) -> list[int]:
+    """A Llama (and tokenizer) at ``out`` that, after any prompt, speaks ``frames`` and stops; returns the chain.
+
+    With ``loop`` it never stops: after the last frame comes the first one again, until ``max_tokens``.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     chain = scripted_chain(frames)
+    if loop:
+        chain = chain[:-2]
     hidden = SCRIPTED_LLAMA["hidden_size"]
     if len(chain) > hidden:
         raise ValueError(f"at most {(hidden - 3) // 7} frames fit a scripted model of width {hidden}")
@@ -374,6 +379,8 @@ def build_scripted_llama(out: Path, frames: list[tuple[int, ...]]) -> list[int]:
             embed[token, position] = 1.0
             if position + 1 < len(chain):
                 head[chain[position + 1], position] = SCRIPTED_LOGIT / hidden**0.5
+        if loop:
+            head[chain[1], len(chain) - 1] = SCRIPTED_LOGIT / hidden**0.5
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     build_tokenizer(out)
