@@ -168,9 +168,14 @@ class OrpheusEngine:
     async def start(self) -> None:
         if self._started:
             return
-        if self._codec is None:
-            self._codec = await asyncio.to_thread(self._load_codec)
+        # The backend first: vLLM starts its engine processes before anything here initialises CUDA.
         await self.backend.start()
+        if self._codec is None:
+            try:
+                self._codec = await asyncio.to_thread(self._load_codec)
+            except BaseException:
+                await self.backend.close()
+                raise
         self._encoder = self.backend.encoder()
         self._batcher = DecodeBatcher(self._codec, self.config.decode_batch_size, self.config.decode_batch_wait_s)
         await self._batcher.start()
