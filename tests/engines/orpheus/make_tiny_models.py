@@ -133,8 +133,13 @@ ORPHEUS_3B_LLAMA: dict[str, Any] = {
 """The real Orpheus 3B shape (Llama 3.2 3B), for benchmarks with random weights."""
 
 
-def build_llama(out: Path, shape: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
-    """A random-weight Llama with the Orpheus vocabulary; ``shape`` defaults to :data:`TINY_LLAMA`."""
+def build_llama(
+    out: Path, shape: dict[str, Any] | None = None, seed: int = 0, device: str = "cpu", init_std: float = 0.02
+) -> None:
+    """A random-weight Llama with the Orpheus vocabulary; ``shape`` defaults to :data:`TINY_LLAMA`.
+
+    ``init_std`` is the weights' standard deviation; larger makes attention sharp (position-sensitive).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -147,6 +152,7 @@ def build_llama(out: Path, shape: dict[str, Any] | None = None, seed: int = 0, d
         bos_token_id=SPECIAL_BASE,
         eos_token_id=128_258,
         pad_token_id=128_263,
+        initializer_range=init_std,
         rope_theta=500_000.0,
         rope_scaling={
             "rope_type": "llama3",
