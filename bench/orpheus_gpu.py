@@ -73,6 +73,7 @@ SMOKE_TOKENS = 35
 SMOKE_DECODE_STREAMS = (1, 4)
 SMOKE_TTFA_TOKENS = 35
 DECODE_REPEATS = 5
+SMOKE_DECODE_REPEATS = 2
 CONTEXTS = ((1, 2), (2, 2), (3, 2), (2, 3), (3, 3), (4, 4))
 TOPICS = (
     "the weather over the harbour",
@@ -262,7 +263,7 @@ def steady_windows(streams: int, frames_per_window: int, seed: int) -> list[Wind
     return out
 
 
-def decode_phase(codec: SnacCodec, levels: tuple[int, ...]) -> list[dict[str, Any]]:
+def decode_phase(codec: SnacCodec, levels: tuple[int, ...], repeats: int = DECODE_REPEATS) -> list[dict[str, Any]]:
     batcher = DecodeBatcher(codec)
     batcher.decode_now(steady_windows(2, 1, 0))  # warm-up
     rows = []
@@ -277,7 +278,7 @@ def decode_phase(codec: SnacCodec, levels: tuple[int, ...]) -> list[dict[str, An
             mismatch = max(float(np.abs(b - o).max()) for b, o in zip(batched_out, single_out, strict=True))
             for mode in ("per_window", "batched"):
                 best = float("inf")
-                for _ in range(DECODE_REPEATS):
+                for _ in range(repeats):
                     started = time.perf_counter()
                     if mode == "batched":
                         batcher.decode_now(windows)
@@ -447,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print("decoder equivalence (streamed vs offline, TF32 off):", flush=True)
         equivalence = equivalence_phase(codec)
         print("SNAC decode throughput:", flush=True)
-        decode = decode_phase(codec, decode_levels)
+        decode = decode_phase(codec, decode_levels, SMOKE_DECODE_REPEATS if smoke else DECODE_REPEATS)
         phases_s["snac"] = time.monotonic() - mark
         print(f"LLM tokens/s with the {backend_name} backend ({tokens} tokens per stream):", flush=True)
         backend_error = None

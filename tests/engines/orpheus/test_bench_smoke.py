@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-BENCH_TIMEOUT_S = 240
+BENCH_TIMEOUT_S = 480
+"""Generous: the smoke run shares the CPU with the rest of the suite."""
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,6 +27,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
 def test_smoke_mode_writes_results_and_plot(tmp_path: Path) -> None:
     done = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke", "--tokens", "28", "--levels", "1,3"],

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,30 +57,31 @@ def llama_server(gguf: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--verbose", "false", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    # Its output goes to a file, not a pipe: a full pipe would stall the server.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {proc.stdout.read()!r}")  # type: ignore[union-attr]
-        try:
-            return httpx.get(f"{url}/v1/models", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        def ready() -> bool:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {log.read()[-2000:]!r}")
+            try:
+                return httpx.get(f"{url}/v1/models", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
 
-    try:
-        assert eventually_sync(ready, within_s=SERVER_START_S), "llama_cpp.server did not start"
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+            assert eventually_sync(ready, within_s=SERVER_START_S), "llama_cpp.server did not start"
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.fixture(scope="module")

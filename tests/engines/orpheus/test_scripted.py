@@ -62,7 +62,9 @@ async def test_streamed_pcm_equals_the_offline_decode_of_the_known_frames(
     assert pcm.size == len(scripted.frames) * SAMPLES_PER_FRAME
     error = int(np.abs(pcm.astype(np.int32) - expected).max())
     assert error <= 1, f"streamed vs offline: max {error} LSB"
-    assert np.array_equal(greedy, pcm)
+    # Greedy decoding speaks the same frames (window sizes follow timing, so equal within 1 LSB, not bit for bit).
+    assert greedy.size == pcm.size
+    assert int(np.abs(greedy.astype(np.int32) - expected).max()) <= 1
     counters = engine.counters()
     assert (counters["frames"], counters["dropped"], counters["invalid"]) == (2 * len(scripted.frames), 0, 0)
     assert counters["length_capped"] == 0
