@@ -87,6 +87,20 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         help="openai backend: base URL of the completions server",
     )
     orpheus.add_argument("--allow-download", action="store_true", help="let the engine download missing weights")
+    orpheus.add_argument(
+        "--backend-option",
+        action="append",
+        default=_backend_option_env(),
+        metavar="KEY=VALUE",
+        help="a setting of the chosen backend or of the engine, typed and checked (repeatable; "
+        "`orpheus-tts backends` lists them); ORPHEUS_BACKEND_OPTIONS holds more, space-separated",
+    )
+
+
+def _backend_option_env() -> list[str]:
+    import shlex
+
+    return shlex.split(os.environ.get("ORPHEUS_BACKEND_OPTIONS", ""))
 
 
 def _voice_aliases(pairs: list[str]) -> dict[str, str] | None:
@@ -106,9 +120,16 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "test":
         options["faults"] = args.enable_test_faults
     elif args.engine == "orpheus":
+        from orpheus_tts.engines.orpheus.backends.options import parse_backend_options
+
         options.update(backend=args.backend, model=args.model, snac=args.snac, allow_download=args.allow_download)
         if args.backend_url:
             options["base_url"] = args.backend_url
+        try:
+            backend_options = parse_backend_options(args.backend, args.backend_option)
+        except Exception as exc:
+            raise CliError(str(exc)) from exc
+        options.update(backend_options)
     return options
 
 
@@ -421,6 +442,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 worker_args += [flag, value]
         if args.allow_download:
             worker_args.append("--allow-download")
+        for pair in args.backend_option:
+            worker_args += ["--backend-option", pair]
     supervisor = WorkerSupervisor(count, worker_args)
     supervisor.start()
     print(
@@ -432,6 +455,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _run_gateway(args, supervisor.urls, supervisor)
     finally:
         supervisor.stop()  # also when the gateway failed to start
+    return 0
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from orpheus_tts.engines.orpheus import BACKEND_NAMES
+    from orpheus_tts.engines.orpheus.backends.options import backend_installed, declared_options
+
+    if args.name is not None and args.name not in BACKEND_NAMES:
+        raise CliError(f"unknown backend {args.name!r}; choose one of: {', '.join(BACKEND_NAMES)}")
+    for name in [args.name] if args.name else BACKEND_NAMES:
+        print(f"{name} ({'installed' if backend_installed(name) else 'not installed'}): --backend {name}")
+        options = declared_options(name)
+        for scope, title in (("backend", "backend options"), ("engine", "engine options")):
+            print(f"  {title}:")
+            for option in (o for o in options if o.scope == scope):
+                print(f"    {option.name}={option.kind} (default {option.default!r})  {option.help}".rstrip())
+    print("\nSet with --backend-option KEY=VALUE (repeatable) or ORPHEUS_BACKEND_OPTIONS='KEY=VALUE ...'.")
     return 0
 
 
@@ -580,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--max-concurrent-streams", type=int, default=None)
     keys_new.add_argument("--requests-per-minute", type=int, default=None)
     keys_new.set_defaults(func=_cmd_keys_new)
+
+    backends = sub.add_parser("backends", help="the Orpheus engine's backends and the options each takes")
+    backends.add_argument("name", nargs="?", default=None, help="one backend (default: all)")
+    backends.set_defaults(func=_cmd_backends)
 
     demo = sub.add_parser("demo", help="start the stack, speak a sentence into a WAV file, stop")
     demo.add_argument("--output", default="hello.wav")

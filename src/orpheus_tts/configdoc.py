@@ -236,6 +236,10 @@ _EXTRA_ENV: dict[str, tuple[str, tuple[str, ...]]] = {
     "ORPHEUS_API_KEYS": ("more `--api-key` keys, comma-separated", ("gateway", "serve")),
     "ORPHEUS_ALLOW_ORIGINS": ("more `--allow-origin` origins, comma-separated", ("worker", "gateway", "serve")),
     "ORPHEUS_ALLOW_HOSTS": ("more `--allow-host` names, comma-separated", ("worker", "gateway", "serve")),
+    "ORPHEUS_BACKEND_OPTIONS": (
+        "more `--backend-option` pairs, space-separated (shell quoting)",
+        ("worker", "serve", "say", "voices"),
+    ),
     "ORPHEUS_DEBUG": ("any value: full tracebacks instead of one-line errors", ("all",)),
 }
 """Variables read outside a flag's default (checked against the CLI source by the tests)."""

@@ -63,6 +63,9 @@ DEFAULT_VOICE_ALIASES: tuple[str, ...] = OPENAI_VOICE_NAMES + ORPHEUS_ENGLISH_VO
 class EngineError(Exception):
     """Synthesis failed inside the engine."""
 
+    retryable = False
+    """Whether the same request may succeed if tried again (the ``retryable`` of its ``engine_error``)."""
+
 
 class UnknownVoiceError(EngineError):
     """The requested voice is not offered; ``valid`` lists those that are."""

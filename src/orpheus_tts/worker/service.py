@@ -117,7 +117,7 @@ class SynthesisService:
             if isinstance(exc, InvalidParameterError):  # e.g. an unknown inline tag in the text
                 raise RequestError(str(exc)) from exc
             if isinstance(exc, EngineError):
-                raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}") from exc
+                raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}", retryable=exc.retryable) from exc
             if isinstance(exc, Exception):
                 logger.exception("engine failed before the first audio")
                 raise ServiceError(ErrorCode.ENGINE_ERROR, "synthesis failed") from exc
@@ -191,7 +191,8 @@ class SynthesisService:
             except Exception as exc:
                 logger.exception("engine failed mid-stream")
                 outcome = ErrorCode.ENGINE_ERROR.value
-                yield encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", False))
+                retryable = bool(getattr(exc, "retryable", False))
+                yield encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", retryable))
                 return
             audio_s = samples_total / SAMPLE_RATE_HZ
             rtf = timing.compute_s / audio_s if audio_s else 0.0
