@@ -18,7 +18,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) $(TORCH_CPU)
-	$(PIP) -e '.[embedded,orpheus,dev]'
+	$(PIP) -e '.[embedded,orpheus,dev,livekit,pipecat]'
 	@$(MAKE) --no-print-directory browser
 	touch $@ $(VENV)/.demo-installed
 
