@@ -130,7 +130,8 @@ def test_the_bare_wheel_streams_from_a_running_stack(fresh_env: Path, stack: str
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["package"].startswith(str(fresh_env)), "imported from the fresh environment, not the source tree"
-    assert report["pcm_bytes"] > 0 and report["pcm_ok"], report
+    assert report["pcm_bytes"] > 0, report
+    assert report["pcm_ok"], "the audio is the stack's, byte for byte"
     assert report["present"] == [], f"server dependencies came with the SDK: {report['present']}"
     assert "pip install 'orpheus-tts[livekit]'" in report["plugin_error"], report["plugin_error"]
 

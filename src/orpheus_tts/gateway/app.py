@@ -2,6 +2,7 @@
 
 Routes: v1 ``POST /v1/tts/stream`` (frames relayed as they arrive), OpenAI's
 ``POST /v1/audio/speech``, ``/v1/voices``, ``/v1/system`` (``gateway/routes.py``),
+OpenAI's ``/v1/models`` (``gateway/openai_models.py``),
 ``/metrics``, ``/healthz``, ``/readyz`` (the shared skeleton,
 ``serving/app.py``), and the web playground at ``/``.
 """
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.openai_models import add_model_routes
 from orpheus_tts.gateway.playground import add_playground_routes
 from orpheus_tts.gateway.routes import add_gateway_routes
 from orpheus_tts.gateway.state import GatewayState, build_state
@@ -44,6 +46,7 @@ def create_app(
     app.state.metrics = state.metrics
     app.state.service = state.service
     add_gateway_routes(app)
+    add_model_routes(app)
     add_playground_routes(app)
     return app
 

@@ -219,9 +219,7 @@ class SynthesizeStream(tts.SynthesizeStream):
                 await _realtime.send(ws, "text", context_id, text=data)
         await _realtime.send(ws, "end", context_id)
 
-    async def _receive(
-        self, ws: ClientConnection, context_id: str, output_emitter: tts.AudioEmitter
-    ) -> None:
+    async def _receive(self, ws: ClientConnection, context_id: str, output_emitter: tts.AudioEmitter) -> None:
         out = _Rate(_server_rate(self._tts.sample_rate), self._tts.sample_rate)
         async for raw in ws:
             message = json.loads(raw)
