@@ -5,6 +5,11 @@ exposes one async generator, :meth:`Engine.synthesize`, that yields int16 PCM
 at 24 kHz as soon as each piece is ready and stops promptly when cancelled.
 Engines know nothing of HTTP.
 
+An engine that can tell when each word is spoken also implements
+:class:`TimedEngine`: ``synthesize_timed`` yields :class:`TimedPiece` (the
+same audio, with the words it says). :func:`supports_timestamps` tells which
+engines do.
+
 Exceptions::
 
     EngineError                 synthesis failed (engine_error)
@@ -25,9 +30,13 @@ __all__ = [
     "EngineError",
     "InvalidParameterError",
     "ParamSpec",
+    "TimedEngine",
+    "TimedPiece",
     "UnknownVoiceError",
     "Voice",
     "VoiceCatalog",
+    "WordTiming",
+    "supports_timestamps",
     "validate_params",
 ]
 
@@ -226,3 +235,46 @@ class Engine(Protocol):
         The generator must stop promptly when closed or cancelled.
         """
         ...
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """When one written word is spoken."""
+
+    word: str
+    """The word as written in the text (punctuation attached)."""
+    start_s: float
+    """Seconds from the stream's first sample to the word's first sample."""
+    end_s: float
+    """Seconds from the stream's first sample to the sample after the word's last."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"word": self.word, "start_s": self.start_s, "end_s": self.end_s}
+
+
+@dataclass(frozen=True)
+class TimedPiece:
+    """A piece of audio and the words spoken in it."""
+
+    pcm: bytes
+    """int16 little-endian PCM at 24 kHz mono, as :meth:`Engine.synthesize` yields."""
+    words: tuple[WordTiming, ...] = ()
+    """Words that start in this piece, with times relative to the stream's first sample."""
+
+
+@runtime_checkable
+class TimedEngine(Engine, Protocol):
+    """An engine that also reports word timings."""
+
+    def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
+        """The audio of :meth:`Engine.synthesize`, with the words each piece says."""
+        ...
+
+
+def supports_timestamps(engine: object) -> bool:
+    """Whether ``engine`` reports word timings.
+
+    It does when it has a callable ``synthesize_timed`` and does not turn it
+    off with a false ``word_timings`` attribute (the test engine's switch).
+    """
+    return callable(getattr(engine, "synthesize_timed", None)) and bool(getattr(engine, "word_timings", True))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.realtime.limits import RealtimeLimits
+from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -53,6 +55,10 @@ class GatewayConfig:
     """``Retry-After`` sent with 503 ``no_workers``."""
     upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 

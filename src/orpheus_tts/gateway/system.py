@@ -20,7 +20,9 @@ async def voices_listing(state: GatewayState) -> dict[str, Any]:
     engines: set[str] = set()
     parameters: dict[str, Any] = {}
     default = None
+    timestamps: list[bool] = []
     for listing in (await fetch_json(state.router, "/v1/voices")).values():
+        timestamps.append(bool(listing.get("capabilities", {}).get("timestamps")))
         engines.add(str(listing.get("engine")))
         default = default or listing.get("default")
         for voice in listing.get("voices", []):
@@ -32,6 +34,8 @@ async def voices_listing(state: GatewayState) -> dict[str, Any]:
         "default": default,
         "voices": list(merged.values()),
         "parameters": list(parameters.values()),
+        # Word timings are promised only when every worker a request may reach can tell them.
+        "capabilities": {"timestamps": bool(timestamps) and all(timestamps)},
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -28,6 +28,8 @@ from orpheus_tts.routing import (
     UpstreamTimeoutError,
 )
 from orpheus_tts.routing.settings import DEFAULT_HEDGE_TTFB_MS
+from orpheus_tts.sdk import events as _events
+from orpheus_tts.sdk import realtime as _realtime
 from orpheus_tts.sdk.exceptions import (
     CircuitOpenError,
     ClientClosedError,
@@ -130,6 +132,51 @@ class OrpheusTTS:
                         raise _from_error_frame(frame)
         finally:
             await routed.aclose()
+
+    async def stream_events(
+        self, text: str, voice: str | None = None, *, timestamps: bool = False, **params: Any
+    ) -> AsyncIterator[_events.Event]:
+        """Like :meth:`stream`, but yields typed events: ``Audio``, ``Words`` (``timestamps=True``), ``Metrics``."""
+        self._bind_loop()
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
+        body: dict[str, Any] = {"text": text, "voice": voice, **params}
+        if timestamps:
+            body["timestamps"] = True
+        async for event in _events.v1_events(self._router, self._headers, body):
+            yield event
+
+    def realtime(
+        self,
+        voice: str | None = None,
+        *,
+        output_format: str = "pcm_24000",
+        timestamps: bool = False,
+        open_timeout_s: float = 10.0,
+        **params: Any,
+    ) -> _realtime.RealtimeSession:
+        """A realtime session (``async with``): ``send(text)``, ``flush()``, ``end()``, ``cancel()``, events.
+
+        See :mod:`orpheus_tts.sdk.realtime`; ``params`` are the engine's parameters, as for :meth:`stream`.
+        """
+        self._bind_loop()
+        return _realtime.RealtimeSession(
+            self._router,
+            self._headers,
+            voice=voice,
+            output_format=output_format,
+            timestamps=timestamps,
+            params=params,
+            open_timeout_s=open_timeout_s,
+        )
+
+    async def stream_text(
+        self, texts: AsyncIterable[str], voice: str | None = None, **options: Any
+    ) -> AsyncIterator[bytes]:
+        """Speak text as it is written (e.g. an LLM's tokens); yields audio bytes until the text is spoken."""
+        async with self.realtime(voice, **options) as session:
+            async for data in _realtime.stream_text(session, texts):
+                yield data
 
     def endpoints(self) -> list[EndpointSnapshot]:
         """Each endpoint's live routing state. Introspection only: not a stable API."""

@@ -1,7 +1,8 @@
 """The worker's ASGI app: ``create_app(engine, config)``; state lives on the app.
 
-Routes: v1 ``POST /v1/tts/stream``, ``/v1/voices``, ``/v1/system``, and the
-shared ``/metrics``, ``/healthz``, ``/readyz`` (``serving/app.py``).
+Routes: v1 ``POST /v1/tts/stream``, the realtime WebSocket ``/v1/tts/realtime``
+(``worker/realtime.py``), ``/v1/voices``, ``/v1/system``, and the shared
+``/metrics``, ``/healthz``, ``/readyz`` (``serving/app.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from orpheus_tts import __version__
-from orpheus_tts.engines.base import Engine
+from orpheus_tts.engines.base import Engine, supports_timestamps
 from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, TTSRequest, parse_request
+from orpheus_tts.realtime.websocket import mount_realtime
 from orpheus_tts.serving.app import create_server_app
 from orpheus_tts.serving.errors import error_response
 from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
@@ -24,6 +26,7 @@ from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
+from orpheus_tts.worker.realtime import worker_backend
 from orpheus_tts.worker.service import SynthesisService
 
 __all__ = ["create_app"]
@@ -52,6 +55,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
         lifespan=lifespan,
         readiness=_readiness,
         render_metrics=lambda app: metrics.render(),
+        http=config.http,
     )
     app.state.ready = False
     app.state.service = service
@@ -79,6 +83,8 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
 
         return PreparedStreamResponse(prepare, headers=id_header)
 
+    mount_realtime(app, worker_backend(service, config.realtime, lambda: bool(app.state.ready)))
+
     @app.get("/v1/voices")
     async def voices() -> JSONResponse:
         """The voices this worker's engine offers."""
@@ -88,6 +94,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
                 "default": engine.catalog.default,
                 "voices": engine.catalog.listing(),
                 "parameters": [spec.to_json() for spec in engine.param_specs()],
+                "capabilities": {"timestamps": supports_timestamps(engine)},
             }
         )
 

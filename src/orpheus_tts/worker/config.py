@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from orpheus_tts.realtime.limits import RealtimeLimits
+from orpheus_tts.serving.settings import HttpSettings
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -46,6 +49,10 @@ class WorkerConfig:
     """``Retry-After`` sent with 503 ``overloaded``."""
     worker_id: str = "worker"
     """Name reported in ``metrics`` frames and ``/v1/system``."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
 
     def __post_init__(self) -> None:
         if self.capacity is not None and self.capacity < 1:

@@ -21,6 +21,7 @@ from orpheus_tts.engines.base import (
     Engine,
     EngineError,
     InvalidParameterError,
+    TimedPiece,
     UnknownVoiceError,
     validate_params,
 )
@@ -40,12 +41,14 @@ from orpheus_tts.protocol import (
     RequestError,
     ServiceError,
     TTSRequest,
+    WordsFrame,
     encode_frame,
 )
 from orpheus_tts.serving.metrics import ServiceMetrics
 from orpheus_tts.serving.streaming import PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.scheduler import Scheduler
+from orpheus_tts.worker.timed import timed_pieces
 
 __all__ = ["SynthesisService"]
 
@@ -102,7 +105,7 @@ class SynthesisService:
         self.metrics.queue_wait.labels(self.metrics.role).observe(timing.admitted - timing.arrived)
         self.metrics.running.labels(self.metrics.role).inc()
         hints = {"queue_depth": self.scheduler.waiting, "inflight": self.scheduler.running}
-        pieces = self.engine.synthesize(request.text, voice, params)
+        pieces = timed_pieces(self.engine, request, voice, params)
         try:
             first = await self._next_piece(pieces, deadline, timing)
         except BaseException as exc:
@@ -130,7 +133,9 @@ class SynthesisService:
         body = self._frames(pieces, first, deadline, timing, hints)
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
 
-    async def _next_piece(self, pieces: AsyncIterator[bytes], deadline: float, timing: _Timing) -> bytes | None:
+    async def _next_piece(
+        self, pieces: AsyncIterator[TimedPiece], deadline: float, timing: _Timing
+    ) -> TimedPiece | None:
         """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``."""
         while True:
             started = time.monotonic()
@@ -140,15 +145,15 @@ class SynthesisService:
                 return None
             finally:
                 timing.compute_s += time.monotonic() - started
-            if len(piece) % SAMPLE_WIDTH_BYTES:
-                raise EngineError(f"engine produced an odd number of bytes ({len(piece)})")
-            if piece:
+            if len(piece.pcm) % SAMPLE_WIDTH_BYTES:
+                raise EngineError(f"engine produced an odd number of bytes ({len(piece.pcm)})")
+            if piece.pcm:
                 return piece
 
     async def _frames(
         self,
-        pieces: AsyncIterator[bytes],
-        first: bytes | None,
+        pieces: AsyncIterator[TimedPiece],
+        first: TimedPiece | None,
         deadline: float,
         timing: _Timing,
         hints: dict[str, int],
@@ -171,8 +176,10 @@ class SynthesisService:
             piece = first
             try:
                 while piece is not None:
-                    for start in range(0, len(piece), max_bytes):
-                        frame = ChunkFrame(seq=seq, pcm=piece[start : start + max_bytes])
+                    if piece.words:
+                        yield encode_frame(WordsFrame(tuple(w.to_json() for w in piece.words)))
+                    for start in range(0, len(piece.pcm), max_bytes):
+                        frame = ChunkFrame(seq=seq, pcm=piece.pcm[start : start + max_bytes])
                         yield encode_frame(frame)
                         seq += 1
                         samples_total += frame.samples
@@ -205,7 +212,7 @@ class SynthesisService:
         finally:
             await self._finish(pieces, timing, outcome)
 
-    async def _finish(self, pieces: AsyncIterator[bytes], timing: _Timing, outcome: str) -> None:
+    async def _finish(self, pieces: AsyncIterator[TimedPiece], timing: _Timing, outcome: str) -> None:
         try:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
