@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytest.importorskip("livekit.agents", reason="livekit-agents is not installed: pip install '.[livekit]'")
 
 from livekit.agents import APIConnectOptions, APIStatusError
-from livekit.agents.tts import TTSError
+from livekit.agents.tts import SynthesizedAudio, TTSError
+from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
 
+from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.integrations.livekit import TTS
-from tests.asr import assert_says
+from orpheus_tts.worker.app import create_app as create_worker
+from tests.asr import assert_says, normalize
+from tests.eventually import eventually
 from tests.integrations.conftest import KEY
-from tests.servers import free_port
+from tests.servers import free_port, run_server
 
 pytestmark = pytest.mark.asr
 
+HANG_GUARD_S = 30.0
 TEXT = "Your table for two is ready, please follow me to the garden."
 
 
@@ -73,3 +82,109 @@ def test_bad_options_are_refused_at_construction() -> None:
         TTS(base_url=[])
     with pytest.raises(ValueError, match="http"):
         TTS(base_url="ftp://example")
+
+
+# --------------------------------------------------------------------------- stream(): the realtime socket
+
+STREAMED = "Good evening and welcome aboard. We will be landing in about twenty minutes, so please stay seated."
+
+
+def llm_pieces(text: str) -> list[str]:
+    """The text as an LLM writes it: word pieces, spaces attached, some words split in two."""
+    pieces: list[str] = []
+    for i, word in enumerate(text.split(" ")):
+        token = word if i == 0 else " " + word
+        if len(token) > 6:
+            pieces += [token[:4], token[4:]]
+        else:
+            pieces.append(token)
+    return pieces
+
+
+async def drive_like_agent_session(plugin: TTS, pieces: list[str]) -> list[SynthesizedAudio]:
+    """What ``Agent.tts_node`` does: push text from a task while reading the stream, then ``end_input``."""
+    events: list[SynthesizedAudio] = []
+    async with plugin.stream() as stream:
+
+        async def forward() -> None:
+            for piece in pieces:
+                stream.push_text(piece)
+                await asyncio.sleep(0)
+            stream.flush()
+            stream.end_input()
+
+        task = asyncio.create_task(forward())
+        try:
+            async for event in stream:
+                events.append(event)
+        finally:
+            await task
+    return events
+
+
+@pytest.mark.parametrize("rate", [24_000, 16_000, 48_000])
+async def test_stream_says_the_pushed_words_at_the_requested_rate(gateway_url: str, rate: int) -> None:
+    plugin = TTS(base_url=gateway_url, api_key=KEY, voice="alloy", sample_rate=rate)
+    try:
+        events = await drive_like_agent_session(plugin, llm_pieces(STREAMED))
+    finally:
+        await plugin.aclose()
+    frames = [e.frame for e in events]
+    assert frames
+    assert {(f.sample_rate, f.num_channels) for f in frames} == {(rate, 1)}
+    assert events[-1].is_final
+    assert len({e.segment_id for e in events}) == 1
+    assert_says(b"".join(f.data.tobytes() for f in frames), STREAMED, rate=rate)
+
+    timed = [t for f in frames for t in f.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
+    assert [normalize(t) for t in timed] == normalize(STREAMED).split(), "one timed transcript per word"
+    starts = [t.start_time for t in timed]
+    assert starts == sorted(starts), "timed transcripts are monotonic"
+    assert all(t.start_time <= t.end_time for t in timed)
+    total_s = sum(f.duration for f in frames)
+    assert timed[-1].end_time <= total_s + 0.05
+
+
+async def test_stream_retries_nothing_and_errors_cleanly_on_a_refused_voice(gateway_url: str) -> None:
+    plugin = TTS(base_url=gateway_url, api_key=KEY, voice="no-such-voice")
+    errors: list[TTSError] = []
+    plugin.on("error", errors.append)
+    try:
+        with pytest.raises(APIStatusError) as caught:
+            await drive_like_agent_session(plugin, ["Hello there."])
+    finally:
+        await plugin.aclose()
+    assert caught.value.status_code == 404
+    assert [e.recoverable for e in errors] == [False]
+
+
+def requests_seen(url: str) -> float:
+    """How many synthesis requests the worker has started (one per realtime segment), whatever their outcome."""
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        if family.name == "orpheus_requests":
+            return sum(s.value for s in family.samples if s.name == "orpheus_requests_total")
+    return 0.0
+
+
+async def test_closing_the_stream_midway_cancels_the_servers_work() -> None:
+    # An engine three times slower than real time: the whole text would keep it busy for minutes.
+    engine = ToneEngine(capacity=2, compute_s_per_audio_s=3.0)
+    app = create_worker(engine)
+    sentences = 20
+    with run_server(app) as url:
+        scheduler = app.state.service.scheduler
+        plugin = TTS(base_url=url, sample_rate=24_000)
+        try:
+            stream = plugin.stream()
+            stream.push_text("And then the story goes on for a while longer. " * sentences)
+            stream.flush()
+            stream.end_input()
+            first = await asyncio.wait_for(stream.__anext__(), HANG_GUARD_S)
+            assert first.frame.samples_per_channel > 0
+            assert scheduler.running > 0
+            await stream.aclose()
+            assert await eventually(lambda: scheduler.running == 0), "the engine work in flight stopped"
+            assert not await eventually(lambda: scheduler.running > 0, within_s=1.0), "and no later segment started"
+            assert requests_seen(url) < sentences / 2, "the rest of the text was dropped"
+        finally:
+            await plugin.aclose()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,20 +39,23 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the packaging test
     raise missing_extra("livekit", "livekit-agents", exc) from exc
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-
 from orpheus_tts.integrations import _realtime
 from orpheus_tts.protocol import SAMPLE_RATE_HZ
 from orpheus_tts.sdk import (
+    Audio,
+    Cancelled,
     ConnectError,
     DeadlineExceeded,
+    Done,
+    Flushed,
     HTTPStatusError,
     OrpheusError,
     OrpheusTTS,
     ReadTimeout,
     StreamError,
+    Words,
 )
+from orpheus_tts.sdk.realtime import RealtimeSession
 
 __all__ = ["DEFAULT_SAMPLE_RATE_HZ", "ChunkedStream", "SynthesizeStream", "TTS"]
 
@@ -88,7 +90,8 @@ class TTS(tts.TTS[None]):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise ValueError("base_url must name at least one gateway or worker URL")
-        self._realtime_urls = [_realtime.realtime_url(u) for u in urls]
+        for url in urls:
+            _realtime.realtime_url(url)  # refuses what is not http(s):// or ws(s)://
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=True),
             sample_rate=sample_rate,
@@ -99,7 +102,6 @@ class TTS(tts.TTS[None]):
         self._voice = voice
         self._params = dict(params)
         self._client = OrpheusTTS(urls, api_key=api_key)
-        self._next_realtime = 0
 
     @property
     def model(self) -> str:
@@ -127,17 +129,6 @@ class TTS(tts.TTS[None]):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-    async def _open_realtime(self, timeout_s: float) -> ClientConnection:
-        """A ready socket; each call starts at the URL after the one that last failed."""
-        url = self._realtime_urls[self._next_realtime % len(self._realtime_urls)]
-        try:
-            open_timeout_s = timeout_s or _realtime.DEFAULT_OPEN_TIMEOUT_S
-            ws, _ready = await _realtime.connect(url, self._api_key, open_timeout_s=open_timeout_s)
-        except _realtime.RealtimeError:
-            self._next_realtime += 1
-            raise
-        return ws
 
 
 class ChunkedStream(tts.ChunkedStream):
@@ -169,7 +160,7 @@ class ChunkedStream(tts.ChunkedStream):
 
 
 class SynthesizeStream(tts.SynthesizeStream):
-    """Text pushed as it is written, over the realtime socket: one context per stream."""
+    """Text pushed as it is written, over the realtime socket (an SDK realtime session): one context per stream."""
 
     def __init__(self, *, tts: TTS, conn_options: APIConnectOptions) -> None:
         super().__init__(tts=tts, conn_options=conn_options)
@@ -179,74 +170,60 @@ class SynthesizeStream(tts.SynthesizeStream):
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         rate = self._tts.sample_rate
-        context_id = utils.shortuuid()
+        request_id = utils.shortuuid()
         output_emitter.initialize(
-            request_id=context_id, sample_rate=rate, num_channels=NUM_CHANNELS, mime_type="audio/pcm", stream=True
+            request_id=request_id, sample_rate=rate, num_channels=NUM_CHANNELS, mime_type="audio/pcm", stream=True
         )
-        try:
-            ws = await self._tts._open_realtime(self._conn_options.timeout)
-        except _realtime.RealtimeError as exc:
-            raise _from_realtime(exc) from exc
+        out = _Rate(_server_rate(rate), rate)
+        session = self._tts._client.realtime(
+            self._voice,
+            output_format=_realtime.output_format(rate),
+            timestamps=True,
+            open_timeout_s=self._conn_options.timeout or _realtime.DEFAULT_OPEN_TIMEOUT_S,
+            **self._params,
+        )
+        pushed = False
         finished = False
         try:
-            fields = _realtime.start_fields(self._voice, self._params, rate, timestamps=True)
-            await _realtime.send(ws, "start", context_id, **fields)
-            output_emitter.start_segment(segment_id=context_id)
-            sender = asyncio.create_task(self._send_input(ws, context_id), name="orpheus-realtime-send")
-            try:
-                await self._receive(ws, context_id, output_emitter)
-                finished = True
-            finally:
-                await utils.aio.cancel_and_wait(sender)
-        except _realtime.RealtimeError as exc:
-            finished = True  # the server ended the context itself
-            raise _from_realtime(exc) from exc
-        except websockets.ConnectionClosed as exc:
-            raise APIConnectionError(f"the realtime socket closed before the utterance was done: {exc}") from exc
-        finally:
-            if not finished:
-                # Closed early (barge-in) or failed: the server drops the text and stops the engine.
-                with contextlib.suppress(websockets.WebSocketException, OSError):
-                    await _realtime.send(ws, "cancel", context_id)
-            await ws.close()
+            async with session:
+                output_emitter.start_segment(segment_id=request_id)
+                sender = asyncio.create_task(self._send_input(session), name="orpheus-realtime-send")
+                try:
+                    async for event in session:
+                        if isinstance(event, Audio):
+                            for data in out.push(event.data):
+                                output_emitter.push(data)
+                                pushed = True
+                        elif isinstance(event, Words):
+                            output_emitter.push_timed_transcript(
+                                [TimedString(f"{w.word} ", start_time=w.start_s, end_time=w.end_s) for w in event.words]
+                            )
+                        elif isinstance(event, Flushed):
+                            output_emitter.flush()
+                        elif isinstance(event, (Done, Cancelled)):
+                            finished = True
+                            break
+                    for data in out.flush():
+                        output_emitter.push(data)
+                    if sender.done() and sender.exception() is not None:
+                        raise sender.exception()  # type: ignore[misc]
+                finally:
+                    if not finished:
+                        # Closed early (barge-in) or failed: the server drops the text and stops the engine.
+                        with contextlib.suppress(OrpheusError):
+                            await session.cancel()
+                    await utils.aio.cancel_and_wait(sender)
+        except OrpheusError as exc:
+            raise _from_sdk(exc, after_audio=pushed) from exc
 
-    async def _send_input(self, ws: ClientConnection, context_id: str) -> None:
+    async def _send_input(self, session: RealtimeSession) -> None:
         async for data in self._input_ch:
             if isinstance(data, self._FlushSentinel):
-                await _realtime.send(ws, "flush", context_id)
+                await session.flush()
             elif data:
                 self._mark_started()
-                await _realtime.send(ws, "text", context_id, text=data)
-        await _realtime.send(ws, "end", context_id)
-
-    async def _receive(self, ws: ClientConnection, context_id: str, output_emitter: tts.AudioEmitter) -> None:
-        out = _Rate(_server_rate(self._tts.sample_rate), self._tts.sample_rate)
-        async for raw in ws:
-            message = json.loads(raw)
-            if not isinstance(message, dict) or message.get("context_id") not in (context_id, None):
-                continue
-            kind = message.get("type")
-            if kind == "audio":
-                for data in out.push(_realtime.audio_of(message)):
-                    output_emitter.push(data)
-            elif kind == "words":
-                output_emitter.push_timed_transcript(
-                    [
-                        TimedString(text=f"{w.word} ", start_time=w.start_s, end_time=w.end_s)
-                        for w in _realtime.words_of(message)
-                    ]
-                )
-            elif kind == "flushed":
-                output_emitter.flush()
-            elif kind == "done":
-                for data in out.flush():
-                    output_emitter.push(data)
-                return
-            elif kind == "cancelled":
-                return
-            elif kind == "error" and message.get("context_id") == context_id:
-                raise _realtime.error_of(message)
-        raise websockets.ConnectionClosedError(None, None)
+                await session.send(data)
+        await session.end()
 
 
 class _Rate:
@@ -286,15 +263,3 @@ def _from_sdk(exc: OrpheusError, *, after_audio: bool) -> APIError:
     if isinstance(exc, StreamError):
         return APIError(str(exc), body={"code": exc.code}, retryable=exc.retryable and not after_audio)
     return APIError(str(exc), retryable=False)
-
-
-def _from_realtime(exc: _realtime.RealtimeError) -> APIError:
-    # The framework itself refuses to retry a stream once audio was pushed.
-    if exc.code == "deadline_exceeded":
-        return APITimeoutError(exc.message, retryable=exc.retryable)
-    return APIStatusError(
-        f"{exc.code}: {exc.message}",
-        status_code=exc.http_status,
-        body={"code": exc.code, "message": exc.message},
-        retryable=exc.retryable,
-    )
