@@ -441,8 +441,13 @@ def _cmd_say(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.speed is not None:
         params["speed"] = args.speed
+    lines = None
+    if args.realtime and args.text in (None, "-") and args.file is None:
+        text, lines = "", iter(sys.stdin.readline, "")
+    else:
+        text = _read_text(args.text, args.file)
     options = SayOptions(
-        text=_read_text(args.text, args.file),
+        text=text,
         output=args.output,
         voice=args.voice,
         params=params,
@@ -451,6 +456,8 @@ def _cmd_say(args: argparse.Namespace) -> int:
         play=args.play,
         engine=args.engine,
         engine_options=_engine_options(args),
+        realtime=args.realtime,
+        lines=lines,
     )
     return run_say(options)
 
@@ -539,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-f", "--file", default=None, help="read the text from this file")
     say.add_argument("-o", "--output", default=None, help="output file: .wav .mp3 .flac .ogg/.opus .aac .pcm")
     say.add_argument("--play", action="store_true", help="play through the speakers while it streams")
+    say.add_argument(
+        "--realtime",
+        action="store_true",
+        help="read the text line by line as it arrives and speak it as it comes (needs --url)",
+    )
     say.add_argument("--voice", default=None)
     say.add_argument("--speed", type=float, default=None)
     say.add_argument(

@@ -231,3 +231,13 @@ async def test_an_idle_socket_is_closed_with_the_announced_code() -> None:
                 await c.next()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == IDLE_CLOSE_CODE
+
+
+async def test_a_page_from_another_origin_cannot_open_a_socket() -> None:
+    with realtime_worker(ToneEngine()) as (url, _):
+        host = url.split("/")[2]
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, additional_headers={"Origin": "http://evil.example"})
+        assert refused.value.response.status_code == 403
+        async with conversation(url, additional_headers={"Origin": f"http://{host}"}) as c:
+            await _speaks(c, "a")

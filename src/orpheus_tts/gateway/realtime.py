@@ -45,4 +45,5 @@ def gateway_backend(state: GatewayState) -> RealtimeBackend:
         limits=state.config.realtime,
         authenticate=authenticate,
         needs_key=lambda: state.auth.enabled,
+        allow_origins=state.config.http.allow_origins,
     )

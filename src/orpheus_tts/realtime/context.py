@@ -4,9 +4,11 @@ Three stages, each bounded:
 
 - the **segmenter** cuts the text as it arrives (and after the buffer delay,
   the complete words that have waited that long);
-- the **dispatcher** starts a segment's synthesis as soon as it is cut, with at
-  most ``pipeline_segments`` segments in synthesis at once, so the next one is
-  being synthesized while the current one is sent;
+- the **dispatcher** starts a segment's synthesis once it is cut and the
+  segment before it has produced its first audio, with at most
+  ``pipeline_segments`` segments in synthesis at once, so the next one is
+  being synthesized while the current one is sent (and the first one has the
+  engine to itself);
 - the **sender** relays each segment's audio, in order, re-encoded to the
   context's output format, into the socket's :class:`Outbox` (which waits while
   the client is behind: backpressure).
@@ -72,9 +74,17 @@ class _Job:
 
     def __init__(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
         self.frames: asyncio.Queue[Frame | _Failed] = asyncio.Queue(SEGMENT_FRAMES_BUFFERED)
+        self.audible = asyncio.Event()
+        """Set at the segment's first audio (or its end): the next segment may start."""
         self.task = asyncio.get_running_loop().create_task(self._run(synthesize, request))
 
     async def _run(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
+        try:
+            await self._relay(synthesize, request)
+        finally:
+            self.audible.set()
+
+    async def _relay(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
         try:
             stream = await synthesize(request)
         except ServiceError as exc:
@@ -86,6 +96,8 @@ class _Job:
             return
         try:
             async for frame in stream:
+                if isinstance(frame, ChunkFrame):
+                    self.audible.set()
                 await self.frames.put(frame)
                 if isinstance(frame, (EosFrame, ErrorFrame)):
                     return
@@ -233,6 +245,9 @@ class Context:
             job = _Job(self._synthesize, self._request(item))
             self._live.add(job)
             self._jobs.put_nowait(job)
+            # The next segment starts once this one is heard: the first one gets the engine to
+            # itself (the soonest first audio), and later ones are still ready before they are due.
+            await job.audible.wait()
 
     async def _send(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from orpheus_tts.realtime.messages import Auth, MessageError, error_message, par
 from orpheus_tts.realtime.outbox import Outbox
 from orpheus_tts.realtime.session import RealtimeSession, ValidateStart
 
-__all__ = ["REALTIME_PATH", "RealtimeBackend", "mount_realtime", "serve_realtime"]
+__all__ = ["REALTIME_PATH", "RealtimeBackend", "mount_realtime", "origin_allowed", "serve_realtime"]
 
 REALTIME_PATH = "/v1/tts/realtime"
 
@@ -46,10 +46,17 @@ class RealtimeBackend:
     needs_key: Callable[[], bool] = lambda: False
     """Whether a key is required at all (if not, no ``auth`` message is awaited)."""
     validate: ValidateStart | None = None
+    allow_origins: tuple[str, ...] = ()
+    """Browser origins allowed besides the server's own (``*``: any), as ``HttpSettings.allow_origins``."""
 
 
 async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None:
     """Run one realtime socket to its end; see the module docstring."""
+    if not origin_allowed(websocket.headers, backend.allow_origins):
+        # Closing before accepting refuses the upgrade (HTTP 403): a page on another site
+        # must not drive the server through its visitor's browser.
+        await websocket.close(FORBIDDEN_CLOSE_CODE)
+        return
     await websocket.accept()
     limits = backend.limits
     identity = await _authenticate(websocket, backend)
@@ -69,6 +76,19 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
 
 
 _REFUSED = object()
+FORBIDDEN_CLOSE_CODE = 4403
+
+
+def origin_allowed(headers: Mapping[str, str], allow_origins: tuple[str, ...]) -> bool:
+    """The front door's Origin rule for upgrades: none (not a browser), the server's own, or an allowed one."""
+    origin = headers.get("origin")
+    if origin is None or "*" in allow_origins:
+        return True
+    text = origin.lower().rstrip("/")
+    if text in {o.lower().rstrip("/") for o in allow_origins}:
+        return True
+    _, sep, netloc = text.partition("://")
+    return bool(sep) and netloc == headers.get("host", "").lower()
 
 
 async def _authenticate(websocket: WebSocket, backend: RealtimeBackend) -> Any:

@@ -83,7 +83,8 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
 
         return PreparedStreamResponse(prepare, headers=id_header)
 
-    mount_realtime(app, worker_backend(service, config.realtime, lambda: bool(app.state.ready)))
+    ready = lambda: bool(app.state.ready)  # noqa: E731
+    mount_realtime(app, worker_backend(service, config.realtime, ready, config.http.allow_origins))
 
     @app.get("/v1/voices")
     async def voices() -> JSONResponse:

@@ -20,7 +20,12 @@ from orpheus_tts.worker.service import SynthesisService
 __all__ = ["worker_backend"]
 
 
-def worker_backend(service: SynthesisService, limits: RealtimeLimits, ready: Callable[[], bool]) -> RealtimeBackend:
+def worker_backend(
+    service: SynthesisService,
+    limits: RealtimeLimits,
+    ready: Callable[[], bool],
+    allow_origins: tuple[str, ...] = (),
+) -> RealtimeBackend:
     """The realtime backend of a worker whose engine is ready once ``ready()`` is true."""
 
     async def synthesize(request: TTSRequest) -> AsyncIterator[Frame]:
@@ -35,7 +40,7 @@ def worker_backend(service: SynthesisService, limits: RealtimeLimits, ready: Cal
     def for_identity(_identity: Any) -> Callable[[TTSRequest], Any]:
         return synthesize
 
-    return RealtimeBackend(synthesize=for_identity, limits=limits, validate=validate)
+    return RealtimeBackend(synthesize=for_identity, limits=limits, validate=validate, allow_origins=allow_origins)
 
 
 async def _frames(body: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
