@@ -10,9 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytest.importorskip("livekit.agents", reason="livekit-agents is not installed: pip install '.[livekit]'")
 
-from livekit.agents import APIConnectOptions, APIStatusError
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, APIConnectOptions, APIStatusError
 from livekit.agents.tts import SynthesizedAudio, TTSError
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
+from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
 from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.integrations.livekit import TTS
@@ -187,4 +189,71 @@ async def test_closing_the_stream_midway_cancels_the_servers_work() -> None:
             assert not await eventually(lambda: scheduler.running > 0, within_s=1.0), "and no later segment started"
             assert requests_seen(url) < sentences / 2, "the rest of the text was dropped"
         finally:
+            await plugin.aclose()
+
+
+# --------------------------------------------------------------------------- inside a real AgentSession
+
+
+class CapturingAudioOutput(AudioOutput):
+    """An audio sink in place of a room: keeps every frame the session plays, as fast as they come."""
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__(label="capture", capabilities=AudioOutputCapabilities(pause=False), sample_rate=sample_rate)
+        self.frames: list[rtc.AudioFrame] = []
+        self._position_s = 0.0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        self.frames.append(frame)
+        self._position_s += frame.duration
+
+    def flush(self) -> None:
+        super().flush()
+        self.on_playback_finished(playback_position=self._position_s, interrupted=False)
+        self._position_s = 0.0
+
+    def clear_buffer(self) -> None:
+        self.on_playback_finished(playback_position=self._position_s, interrupted=True)
+        self._position_s = 0.0
+
+
+async def start_session(plugin: TTS, sink: CapturingAudioOutput) -> AgentSession:
+    session: AgentSession = AgentSession(tts=plugin)
+    session.output.audio = sink
+    await session.start(agent=Agent(instructions="Read aloud."), record=False)
+    return session
+
+
+async def test_an_agent_session_speaks_through_the_plugin(gateway_url: str) -> None:
+    plugin = TTS(base_url=gateway_url, api_key=KEY, voice="nova", sample_rate=48_000)
+    sink = CapturingAudioOutput(48_000)
+    session = await start_session(plugin, sink)
+    try:
+        await asyncio.wait_for(session.say(STREAMED).wait_for_playout(), HANG_GUARD_S)
+    finally:
+        await session.aclose()
+        await plugin.aclose()
+    assert {f.sample_rate for f in sink.frames} == {48_000}
+    assert_says(b"".join(f.data.tobytes() for f in sink.frames), STREAMED, rate=48_000)
+
+
+async def test_interrupting_the_agent_cancels_the_servers_work() -> None:
+    app = create_worker(ToneEngine(capacity=2, compute_s_per_audio_s=3.0))
+    with run_server(app) as url:
+        scheduler = app.state.service.scheduler
+        plugin = TTS(base_url=url)
+        sink = CapturingAudioOutput(24_000)
+        session = await start_session(plugin, sink)
+        try:
+            handle = session.say("And then the story goes on for a while longer. " * 20)
+            assert await eventually(lambda: bool(sink.frames), within_s=HANG_GUARD_S)
+            assert scheduler.running > 0
+            handle.interrupt()
+            await asyncio.wait_for(handle.wait_for_playout(), HANG_GUARD_S)
+            assert handle.interrupted
+            assert await eventually(lambda: scheduler.running == 0), "the server's work stopped"
+            assert not await eventually(lambda: scheduler.running > 0, within_s=1.0), "and no later segment started"
+        finally:
+            await session.aclose()
             await plugin.aclose()
