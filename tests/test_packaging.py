@@ -26,7 +26,7 @@ SERVER_MODULES = ("fastapi", "starlette", "uvicorn", "av", "soxr", "prometheus_c
 INSTALL_TIMEOUT_S = 240
 
 CHECK = """
-import asyncio, importlib.util, json, sys
+import asyncio, importlib, importlib.util, json, sys
 import orpheus_tts
 from orpheus_tts.sdk import OrpheusTTS
 
@@ -35,18 +35,20 @@ async def main():
         return b"".join([c async for c in tts.stream(sys.argv[2], voice="alloy")])
 
 pcm = asyncio.run(main())
-try:
-    import orpheus_tts.integrations.livekit
-    plugin_error = ""
-except ImportError as exc:
-    plugin_error = str(exc)
+plugin_errors = {}
+for extra in ("livekit", "pipecat"):
+    try:
+        importlib.import_module(f"orpheus_tts.integrations.{extra}")
+        plugin_errors[extra] = ""
+    except ImportError as exc:
+        plugin_errors[extra] = str(exc)
 print(json.dumps({
     "package": orpheus_tts.__file__,
     "version": orpheus_tts.__version__,
     "pcm_bytes": len(pcm),
     "pcm_ok": pcm == open(sys.argv[3], "rb").read(),
     "present": [m for m in sys.argv[4:] if importlib.util.find_spec(m) is not None],
-    "plugin_error": plugin_error,
+    "plugin_errors": plugin_errors,
 }))
 """
 
@@ -133,7 +135,8 @@ def test_the_bare_wheel_streams_from_a_running_stack(fresh_env: Path, stack: str
     assert report["pcm_bytes"] > 0, report
     assert report["pcm_ok"], "the audio is the stack's, byte for byte"
     assert report["present"] == [], f"server dependencies came with the SDK: {report['present']}"
-    assert "pip install 'orpheus-tts[livekit]'" in report["plugin_error"], report["plugin_error"]
+    for extra, error in report["plugin_errors"].items():
+        assert f"pip install 'orpheus-tts[{extra}]'" in error, "a plugin without its framework names the extra"
 
 
 def test_a_server_command_without_the_extra_names_it(fresh_env: Path, tmp_path: Path) -> None:
