@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from orpheus_tts.integrations import missing_extra
 
@@ -67,14 +68,15 @@ NUM_CHANNELS = 1
 class TTS(tts.TTS[None]):
     """A LiveKit Agents TTS backed by an Orpheus gateway (or workers).
 
-    ``base_url``: the gateway's URL, or a list of gateways/workers (v1 requests
-    go to the least-loaded healthy one; the realtime socket tries them in
-    turn). ``api_key`` is sent as ``Authorization: Bearer``. ``voice``: a voice
-    name (``None``: the engine's default). ``sample_rate``: the rate of the
-    frames this TTS yields, in Hz; 24000, 16000 and 8000 are made by the
-    server, any other rate is resampled here. Every other keyword
-    (``temperature``, ``speed``, ``seed``…) is a generation parameter, sent as
-    in v1 and validated by the engine.
+    ``base_url``: the gateway's URL, or a list of gateways/workers (v1
+    requests go to the least-loaded healthy one, with failover and hedging;
+    the realtime socket connects to the best reachable one). ``api_key`` is
+    sent as ``Authorization: Bearer``. ``voice``: a voice name (``None``: the
+    engine's default). ``sample_rate``: the rate of the frames this TTS
+    yields, in Hz; 24000, 16000 and 8000 are made by the server, any other
+    rate is resampled here. Every other keyword (``temperature``, ``speed``,
+    ``seed``…) is a generation parameter, sent as in v1 and validated by the
+    engine.
     """
 
     def __init__(
@@ -91,7 +93,8 @@ class TTS(tts.TTS[None]):
         if not urls:
             raise ValueError("base_url must name at least one gateway or worker URL")
         for url in urls:
-            _realtime.realtime_url(url)  # refuses what is not http(s):// or ws(s)://
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"base_url must be http:// or https://, got {url!r}")
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=True),
             sample_rate=sample_rate,
