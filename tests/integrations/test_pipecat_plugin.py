@@ -149,3 +149,20 @@ async def test_an_interruption_stops_the_audio_and_cancels_the_servers_work() ->
                 await running
     after: list[Any] = sink.frames[[isinstance(f, InterruptionFrame) for f in sink.frames].index(True) :]
     assert not [f for f in after if isinstance(f, TTSAudioRawFrame)], "no audio after the interruption"
+
+
+async def test_realtime_service_reports_a_refused_voice_as_an_error_frame(gateway_url: str) -> None:
+    service = OrpheusTTSService(base_url=gateway_url, api_key=KEY, voice="no-such-voice")
+    down, up = await run_test(service, frames_to_send=[TTSSpeakFrame(TEXT)])
+    errors = [f for f in up if isinstance(f, ErrorFrame)]
+    assert errors
+    assert "unknown_voice" in errors[0].error
+    assert not [f for f in down if isinstance(f, TTSAudioRawFrame)]
+
+
+async def test_realtime_service_reports_a_wrong_key(gateway_url: str) -> None:
+    service = OrpheusTTSService(base_url=gateway_url, api_key="wrong", reconnect_on_error=False)
+    _down, up = await run_test(service, frames_to_send=[TTSSpeakFrame(TEXT)])
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert errors
+    assert any("401" in e or "unauthorized" in e for e in errors), errors
