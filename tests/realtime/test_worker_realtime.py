@@ -241,3 +241,14 @@ async def test_a_page_from_another_origin_cannot_open_a_socket() -> None:
         assert refused.value.response.status_code == 403
         async with conversation(url, additional_headers={"Origin": f"http://{host}"}) as c:
             await _speaks(c, "a")
+
+
+async def test_an_auth_message_is_accepted_first_and_refused_later() -> None:
+    with realtime_worker(ToneEngine()) as (url, _):
+        async with conversation(url) as c:
+            await c.send(type="auth", api_key="")  # an open server takes it, as a browser sends it
+            await _speaks(c, "a")
+            error = await _error_for(c, type="auth", api_key="k")
+            assert "first message" in error["message"]
+            await _speaks(c, "b")
+    assert not [m for m in c.received if m["type"] == "error" and "first" not in m["message"]]

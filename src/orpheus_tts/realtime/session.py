@@ -51,6 +51,7 @@ class RealtimeSession:
         self._synthesize = synthesize
         self._validate = validate
         self.contexts: dict[str, Context] = {}
+        self._handled = 0
 
     @property
     def busy(self) -> bool:
@@ -71,8 +72,12 @@ class RealtimeSession:
 
     def handle(self, message: ClientMessage) -> None:
         """Apply one client message."""
+        self._handled += 1
         if isinstance(message, Auth):
-            self.outbox.put(error_message(ErrorCode.INVALID_REQUEST, "'auth' is only accepted as the first message"))
+            if self._handled > 1:  # as the first message it is accepted anywhere, even where no key is needed
+                self.outbox.put(
+                    error_message(ErrorCode.INVALID_REQUEST, "'auth' is only accepted as the first message")
+                )
             return
         if isinstance(message, Start):
             self._open(message)

@@ -45,8 +45,8 @@ function liveConnect() {
     const socket = new WebSocket(liveUrl());
     let ready = false;
     socket.onopen = () => {
-      const key = byId("api-key").value.trim();
-      if (key) socket.send(JSON.stringify({ type: "auth", api_key: key })); // browsers cannot set headers
+      // Browsers cannot set headers: the key goes in the first message (an open server ignores it).
+      socket.send(JSON.stringify({ type: "auth", api_key: byId("api-key").value.trim() }));
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
@@ -66,8 +66,15 @@ function liveConnect() {
   });
 }
 
-async function liveEnsureContext() {
-  if (live.state === "speaking") return true;
+let liveOpening = null; // promise of the context being opened
+
+function liveEnsureContext() {
+  if (live.state === "speaking") return Promise.resolve(true);
+  if (!liveOpening) liveOpening = liveOpenContext().finally(() => (liveOpening = null));
+  return liveOpening;
+}
+
+async function liveOpenContext() {
   liveReset();
   live.state = "connecting";
   setLiveStatus("connecting…");
