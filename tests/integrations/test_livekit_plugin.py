@@ -30,6 +30,16 @@ HANG_GUARD_S = 30.0
 TEXT = "Your table for two is ready, please follow me to the garden."
 
 
+def assert_timed_words(frames: list[rtc.AudioFrame], text: str) -> None:
+    """One timed transcript per word of ``text``, in order, monotonic, within the audio."""
+    timed = [t for f in frames for t in f.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
+    assert [normalize(t) for t in timed] == normalize(text).split(), "one timed transcript per word"
+    starts = [t.start_time for t in timed]
+    assert starts == sorted(starts), "timed transcripts are monotonic"
+    assert all(t.start_time <= t.end_time for t in timed)
+    assert timed[-1].end_time <= sum(f.duration for f in frames) + 0.05
+
+
 @pytest.mark.parametrize("rate", [24_000, 16_000, 48_000])
 async def test_synthesize_says_the_words_at_the_requested_rate(gateway_url: str, rate: int) -> None:
     plugin = TTS(base_url=gateway_url, api_key=KEY, voice="alloy", sample_rate=rate)
@@ -43,6 +53,7 @@ async def test_synthesize_says_the_words_at_the_requested_rate(gateway_url: str,
     assert frames
     assert {(f.sample_rate, f.num_channels) for f in frames} == {(rate, 1)}
     assert_says(b"".join(f.data.tobytes() for f in frames), TEXT, rate=rate)
+    assert_timed_words(frames, TEXT)
 
 
 async def test_a_list_of_base_urls_fails_over_to_the_one_that_answers(embedded_worker: str) -> None:
@@ -138,13 +149,7 @@ async def test_stream_says_the_pushed_words_at_the_requested_rate(gateway_url: s
     assert len({e.segment_id for e in events}) == 1
     assert_says(b"".join(f.data.tobytes() for f in frames), STREAMED, rate=rate)
 
-    timed = [t for f in frames for t in f.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
-    assert [normalize(t) for t in timed] == normalize(STREAMED).split(), "one timed transcript per word"
-    starts = [t.start_time for t in timed]
-    assert starts == sorted(starts), "timed transcripts are monotonic"
-    assert all(t.start_time <= t.end_time for t in timed)
-    total_s = sum(f.duration for f in frames)
-    assert timed[-1].end_time <= total_s + 0.05
+    assert_timed_words(frames, STREAMED)
 
 
 async def test_stream_retries_nothing_and_errors_cleanly_on_a_refused_voice(gateway_url: str) -> None:

@@ -9,10 +9,11 @@
 /v1/tts/stream``, through the SDK: failover and hedging across
 ``base_url``'s endpoints); :meth:`TTS.stream` takes text as the LLM writes it
 over the realtime socket (``/v1/tts/realtime``): pushed text goes out as
-``text`` messages, ``flush()`` as ``flush``, ``end_input()`` as ``end``, word
-timings come back as timed transcripts, and closing the stream early sends
-``cancel``, which stops the server's work for it. Both keep the framework's
-retry rule: an error is retryable only while no audio was pushed.
+``text`` messages, ``flush()`` as ``flush``, ``end_input()`` as ``end``, and
+closing the stream early sends ``cancel``, which stops the server's work for
+it. Both push the word timings (from engines that report them) as timed
+transcripts and keep the framework's retry rule: an error is retryable only
+while no audio was pushed.
 """
 
 from __future__ import annotations
@@ -150,11 +151,15 @@ class ChunkedStream(tts.ChunkedStream):
         )
         out = _Rate(SAMPLE_RATE_HZ, rate)
         pushed = False
+        events = self._tts._client.stream_events(self.input_text, voice=self._voice, timestamps=True, **self._params)
         try:
-            async for chunk in self._tts._client.stream(self.input_text, voice=self._voice, **self._params):
-                for data in out.push(chunk):
-                    output_emitter.push(data)
-                    pushed = True
+            async for event in events:
+                if isinstance(event, Audio):
+                    for data in out.push(event.data):
+                        output_emitter.push(data)
+                        pushed = True
+                elif isinstance(event, Words):
+                    output_emitter.push_timed_transcript(_timed(event))
             for data in out.flush():
                 output_emitter.push(data)
         except OrpheusError as exc:
@@ -198,9 +203,7 @@ class SynthesizeStream(tts.SynthesizeStream):
                                 output_emitter.push(data)
                                 pushed = True
                         elif isinstance(event, Words):
-                            output_emitter.push_timed_transcript(
-                                [TimedString(f"{w.word} ", start_time=w.start_s, end_time=w.end_s) for w in event.words]
-                            )
+                            output_emitter.push_timed_transcript(_timed(event))
                         elif isinstance(event, Flushed):
                             output_emitter.flush()
                         elif isinstance(event, (Done, Cancelled)):
@@ -244,6 +247,11 @@ class _Rate:
         if self._resampler is None:
             return []
         return [f.data.tobytes() for f in self._resampler.flush()]
+
+
+def _timed(event: Words) -> list[TimedString]:
+    """Word timings as LiveKit's timed transcripts (each word with the space that follows it)."""
+    return [TimedString(f"{w.word} ", start_time=w.start_s, end_time=w.end_s) for w in event.words]
 
 
 def _server_rate(sample_rate: int) -> int:
