@@ -56,9 +56,15 @@ class Conversation:
                 return message
 
     async def until_type(self, kind: str, context_id: str | None = None) -> dict[str, Any]:
-        return await self.until(
-            lambda m: m["type"] == kind and (context_id is None or m.get("context_id") == context_id)
-        )
+        """The next ``kind`` message (of ``context_id``); an unexpected error for that context fails at once."""
+
+        def done(m: dict[str, Any]) -> bool:
+            mine = context_id is None or m.get("context_id") == context_id
+            if kind != "error" and mine and context_id is not None and m["type"] == "error":
+                raise AssertionError(f"waiting for {kind!r} of {context_id!r}, got {m}")
+            return m["type"] == kind and mine
+
+        return await self.until(done)
 
     def of(self, context_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("context_id") == context_id and (kind is None or m["type"] == kind)]

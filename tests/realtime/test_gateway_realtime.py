@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import websockets
@@ -14,6 +15,7 @@ from orpheus_tts.gateway.app import create_app
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.realtime.limits import UNAUTHORIZED_CLOSE_CODE
+from tests.eventually import eventually
 from tests.realtime.client import conversation
 from tests.realtime.test_worker_realtime import TEXT, _segments
 from tests.servers import run_cli, run_server
@@ -88,3 +90,40 @@ async def test_auth_by_header_or_first_message_and_4401_otherwise() -> None:
                     await ws.recv()
                 assert closed.value.rcvd is not None
                 assert closed.value.rcvd.code == UNAUTHORIZED_CLOSE_CODE
+
+
+async def test_a_socket_is_one_stream_of_its_key_quota(tmp_path: Path) -> None:
+    from orpheus_tts.gateway.auth import new_key_stanza
+
+    key, stanza = new_key_stanza("team-a", max_concurrent_streams=1)
+    (tmp_path / "keys.toml").write_text(stanza, encoding="utf-8")
+    auth = Authenticator.from_sources(keys_file=str(tmp_path / "keys.toml"))
+    with contextlib.ExitStack() as es:
+        worker = es.enter_context(run_cli(*WORKER_ARGS))[0]
+        config = GatewayConfig(workers=(worker,), probe_interval_s=0.2)
+        gateway = es.enter_context(run_server(create_app(config, auth)))
+        url = "ws" + gateway.removeprefix("http") + "/v1/tts/realtime"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with conversation(url, additional_headers=headers) as c:
+            # Pipelined segments of several contexts share the socket's one slot.
+            for cid in ("a", "b"):
+                await c.send(type="start", context_id=cid)
+                await c.send(type="text", context_id=cid, text=TEXT)
+                await c.send(type="end", context_id=cid)
+            await c.until_type("done", "a")
+            await c.until_type("done", "b")
+            async with websockets.connect(url, additional_headers=headers) as second:
+                refused = json.loads(await second.recv())
+                assert refused["code"] == "rate_limited"
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await second.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1013
+        assert c.audio("a") == c.audio("b") == b"".join(render(s) for s in _segments(TEXT))
+        # The slot came back with the first socket.
+        assert await eventually(lambda: auth.streams_open("team-a") == 0)
+        async with conversation(url, additional_headers=headers) as again:
+            await again.send(type="start", context_id="c")
+            await again.send(type="text", context_id="c", text="Back again.")
+            await again.send(type="end", context_id="c")
+            await again.until_type("done", "c")

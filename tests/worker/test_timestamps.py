@@ -66,3 +66,18 @@ async def test_the_gateway_relays_words_frames() -> None:
     assert relayed.status == 200
     assert _words(relayed.frames) == _words(direct.frames)
     assert relayed.pcm == direct.pcm
+
+
+async def test_voices_say_whether_the_engine_reports_timings() -> None:
+    import httpx
+
+    with run_server(create_app(ToneEngine(word_timings=True))) as timed, run_server(create_app(ToneEngine())) as plain:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(timed + "/v1/voices")).json()["capabilities"] == {"timestamps": True}
+            assert (await client.get(plain + "/v1/voices")).json()["capabilities"] == {"timestamps": False}
+            with run_server(create_gateway(GatewayConfig(workers=(timed,), probe_interval_s=0.2))) as gateway:
+                listing = (await client.get(gateway + "/v1/voices")).json()
+            assert listing["capabilities"] == {"timestamps": True}
+            with run_server(create_gateway(GatewayConfig(workers=(timed, plain), probe_interval_s=0.2))) as gateway:
+                listing = (await client.get(gateway + "/v1/voices")).json()
+            assert listing["capabilities"] == {"timestamps": False}, "only what every worker can tell"

@@ -38,7 +38,10 @@ class RealtimeBackend:
     """What a server plugs into the realtime transport."""
 
     synthesize: Callable[[Any], SynthesizeSegment]
-    """The segment synthesizer for an authenticated identity (whatever ``authenticate`` returned)."""
+    """The segment synthesizer for an authenticated identity (whatever ``authenticate`` returned).
+
+    It may raise a ``ServiceError`` (the socket is refused: ``error``, then close code 1013), and
+    may have a ``close()``, called when the socket ends."""
     limits: RealtimeLimits
     authenticate: Callable[[Mapping[str, str]], Any] | None = None
     """Checks the upgrade's headers (or ``{"authorization": "Bearer KEY"}`` from an ``auth`` message);
@@ -62,8 +65,15 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
     identity = await _authenticate(websocket, backend)
     if identity is _REFUSED:
         return
+    try:
+        synthesize = backend.synthesize(identity)
+    except ServiceError as exc:
+        with contextlib.suppress(Exception):
+            await websocket.send_text(json.dumps(error_message(exc.code, exc.message)))
+            await websocket.close(TRY_AGAIN_CLOSE_CODE)
+        return
     outbox = Outbox(limits.outbox_messages)
-    session = RealtimeSession(backend.synthesize(identity), limits, outbox, backend.validate)
+    session = RealtimeSession(synthesize, limits, outbox, backend.validate)
     outbox.put(session.ready_message())
     writer = asyncio.get_running_loop().create_task(_write(websocket, outbox))
     try:
@@ -73,10 +83,15 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
+        close = getattr(synthesize, "close", None)
+        if close is not None:
+            close()
 
 
 _REFUSED = object()
 FORBIDDEN_CLOSE_CODE = 4403
+TRY_AGAIN_CLOSE_CODE = 1013
+"""RFC 6455's "try again later": the key's quota has no room for another socket."""
 
 
 def origin_allowed(headers: Mapping[str, str], allow_origins: tuple[str, ...]) -> bool:
