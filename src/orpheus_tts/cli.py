@@ -639,6 +639,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if os.environ.get("ORPHEUS_DEBUG"):
+            raise
+        # The base install is the SDK; servers and engines are extras.
+        print(
+            f"orpheus-tts: error: {exc}: this command needs the server extra "
+            "(pip install 'orpheus-tts[server]', or an engine extra such as [embedded])",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:  # one clear line for people, not a traceback
         if os.environ.get("ORPHEUS_DEBUG"):
             raise

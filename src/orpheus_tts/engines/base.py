@@ -54,6 +54,8 @@ OPENAI_VOICE_NAMES = (
     "sage",
     "shimmer",
     "verse",
+    "marin",
+    "cedar",
 )
 ORPHEUS_ENGLISH_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 DEFAULT_VOICE_ALIASES: tuple[str, ...] = OPENAI_VOICE_NAMES + ORPHEUS_ENGLISH_VOICES

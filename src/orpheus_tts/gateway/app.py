@@ -2,6 +2,7 @@
 
 Routes: v1 ``POST /v1/tts/stream`` (frames relayed as they arrive), OpenAI's
 ``POST /v1/audio/speech``, ``/v1/voices``, ``/v1/system`` (``gateway/routes.py``),
+OpenAI's ``/v1/models`` (``gateway/openai_models.py``),
 ``/metrics``, ``/healthz``, ``/readyz`` (the shared skeleton,
 ``serving/app.py``), the realtime WebSocket ``/v1/tts/realtime``
 (``gateway/realtime.py``), and the web playground at ``/``.
@@ -20,6 +21,7 @@ from fastapi import FastAPI, Request
 
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.openai_models import add_model_routes
 from orpheus_tts.gateway.openai_speech import openai_error_body
 from orpheus_tts.gateway.playground import add_playground_routes
 from orpheus_tts.gateway.realtime import gateway_backend
@@ -56,6 +58,7 @@ def create_app(
     app.state.metrics = state.metrics
     app.state.service = state.service
     add_gateway_routes(app)
+    add_model_routes(app)
     mount_realtime(app, gateway_backend(state))
     add_playground_routes(app)
     return app
