@@ -1,20 +1,26 @@
-"""The worker's ASGI app: ``create_app(engine, config)``; state lives on the app."""
+"""The worker's ASGI app: ``create_app(engine, config)``; state lives on the app.
+
+Routes: v1 ``POST /v1/tts/stream``, ``/v1/voices``, ``/v1/system``, and the
+shared ``/metrics``, ``/healthz``, ``/readyz`` (``serving/app.py``).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from orpheus_tts import __version__
 from orpheus_tts.engines.base import Engine
-from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, parse_request
-from orpheus_tts.serving.body import read_body_capped
-from orpheus_tts.serving.errors import error_response, install_error_handlers
-from orpheus_tts.serving.metrics import CONTENT_TYPE_LATEST, EngineCounters, ServiceMetrics
+from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, TTSRequest, parse_request
+from orpheus_tts.serving.app import create_server_app
+from orpheus_tts.serving.errors import error_response
+from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
+from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
@@ -41,11 +47,20 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
             app.state.ready = False
             await engine.close()
 
-    app = FastAPI(title="Orpheus TTS worker", version=__version__, lifespan=lifespan)
+    app = create_server_app(
+        title="Orpheus TTS worker",
+        lifespan=lifespan,
+        readiness=_readiness,
+        render_metrics=lambda app: metrics.render(),
+    )
     app.state.ready = False
     app.state.service = service
     app.state.metrics = metrics
-    install_error_handlers(app)
+
+    def parse(body: bytes) -> TTSRequest:
+        tts_request = parse_request(body, max_text_chars=config.max_text_chars)
+        service.validate(tts_request)
+        return tts_request
 
     @app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)
     async def tts_stream(request: Request) -> Response:
@@ -53,12 +68,9 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
         request_id = request_id_of(request)
         id_header = {HEADER_REQUEST_ID: request_id}
         try:
-            body = await read_body_capped(request, config.max_body_bytes)
-            tts_request = parse_request(body, max_text_chars=config.max_text_chars)
-            service.validate(tts_request)
+            tts_request = await read_parsed(request, config.max_body_bytes, parse)
         except ServiceError as exc:
-            metrics.outcome(exc.code.value)
-            return error_response(exc, id_header)
+            return refuse(metrics, exc, id_header)
         if not app.state.ready:
             return error_response(ServiceError(ErrorCode.OVERLOADED, "engine is not loaded yet", retry_after_s=1))
 
@@ -104,21 +116,11 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
             }
         )
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        """200 while the process lives."""
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """200 once the engine is loaded, else 503."""
-        if app.state.ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "loading"}, status_code=503)
-
     return app
+
+
+def _readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
+    """Ready once the engine is loaded."""
+    if app.state.ready:
+        return True, {"status": "ready"}
+    return False, {"status": "loading"}

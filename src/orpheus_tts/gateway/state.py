@@ -1,0 +1,114 @@
+"""Everything one gateway holds, built once by ``create_app`` and kept on ``app.state.gateway``.
+
+:class:`GatewayState` also carries the steps every streaming route takes:
+:meth:`~GatewayState.admit` (is the gateway taking work, who is calling),
+:meth:`~GatewayState.open` (a slot of the key's quota, then the upstream's
+first audio) and :meth:`~GatewayState.relay` (the frames, with the
+bookkeeping done once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
+from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.metrics import GatewayMetrics
+from orpheus_tts.gateway.probes import WorkerReports
+from orpheus_tts.gateway.relay import Draining, Relay
+from orpheus_tts.gateway.service import GatewayService, UpstreamStream
+from orpheus_tts.protocol import ErrorCode, Frame, ServiceError, TTSRequest
+from orpheus_tts.routing import Endpoint, Router, RoutingSettings
+
+__all__ = ["GatewayState", "build_state"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class GatewayState:
+    """One gateway's parts; see the module docstring."""
+
+    config: GatewayConfig
+    auth: Authenticator
+    settings: RoutingSettings
+    router: Router
+    metrics: GatewayMetrics
+    service: GatewayService
+    reports: WorkerReports
+    draining: Draining = field(default_factory=Draining)
+    started: float = field(default_factory=time.time)
+    """Wall-clock start, for ``uptime_s``."""
+
+    def admit(self, headers: Mapping[str, str]) -> Identity:
+        """Authenticate and check the gateway is taking work; raises ServiceError."""
+        if self.draining.closing:
+            raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
+        return self.auth.authenticate(headers)
+
+    async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, Lease]:
+        """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio."""
+        try:
+            lease = self.auth.acquire(identity)
+        except ServiceError as exc:
+            self.metrics.outcome(exc.code.value)
+            raise
+        try:
+            return await self.service.open(request, request_id), lease
+        except BaseException:
+            lease.release()
+            raise
+
+    def relay(self, upstream: UpstreamStream, lease: Lease, render: Callable[[Frame], T]) -> Relay[T]:
+        return Relay(upstream, lease, render, self.service, self.draining)
+
+
+def build_state(
+    config: GatewayConfig,
+    authenticator: Authenticator | None,
+    routing: RoutingSettings | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> GatewayState:
+    """The gateway's parts, wired: no keys in ``authenticator`` means open access."""
+    metrics = GatewayMetrics()
+    auth = authenticator if authenticator is not None else Authenticator.from_keys([])
+    auth.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
+    settings = routing or RoutingSettings(
+        hedge_ttfb_ms=config.hedge_ttfb_ms,
+        max_attempts=config.max_attempts,
+        max_connections=config.upstream_connections,
+        max_keepalive_connections=config.upstream_connections,
+    )
+    router = Router(_upstreams(config, settings, transport), settings, on_event=metrics.on_event)
+    return GatewayState(
+        config=config,
+        auth=auth,
+        settings=settings,
+        router=router,
+        metrics=metrics,
+        service=GatewayService(router, config, metrics),
+        reports=WorkerReports(router),
+    )
+
+
+def _upstreams(
+    config: GatewayConfig, settings: RoutingSettings, transport: httpx.AsyncBaseTransport | None
+) -> list[Endpoint]:
+    """One endpoint per worker. By default their connections go through aiohttp's pool:
+    httpx's own pool scans every pooled connection on each request, which costs the
+    gateway about 5x more CPU per stream at 128 concurrent streams (bench/gateway.py)."""
+    if transport is not None:
+        return [Endpoint(url, settings, transport=transport) for url in config.workers]
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive_connections,
+        keepalive_expiry=settings.keepalive_expiry_s,
+    )
+    return [Endpoint(url, settings, transport=AiohttpTransport(limits=limits)) for url in config.workers]

@@ -1,0 +1,64 @@
+"""The gateway's views of its workers: ``/v1/voices`` (what they offer) and ``/v1/system`` (how they are)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from orpheus_tts import __version__
+from orpheus_tts.gateway.probes import fetch_json
+from orpheus_tts.gateway.state import GatewayState
+from orpheus_tts.routing import EndpointSnapshot
+
+__all__ = ["system_report", "voices_listing"]
+
+
+async def voices_listing(state: GatewayState) -> dict[str, Any]:
+    """The union of the voices the healthy workers offer."""
+    merged: dict[str, dict[str, Any]] = {}
+    engines: set[str] = set()
+    parameters: dict[str, Any] = {}
+    default = None
+    for listing in (await fetch_json(state.router, "/v1/voices")).values():
+        engines.add(str(listing.get("engine")))
+        default = default or listing.get("default")
+        for voice in listing.get("voices", []):
+            merged.setdefault(voice["id"], voice)
+        for param in listing.get("parameters", []):
+            parameters.setdefault(param["name"], param)
+    return {
+        "engine": ",".join(sorted(engines)),
+        "default": default,
+        "voices": list(merged.values()),
+        "parameters": list(parameters.values()),
+    }
+
+
+def system_report(state: GatewayState) -> dict[str, Any]:
+    """The gateway and every worker: health, circuit, latency, load, capacity."""
+    reports = state.reports.by_url
+    workers = [{**_snapshot_json(s), **reports.get(s.url, {})} for s in state.router.snapshots()]
+    return {
+        "version": __version__,
+        "role": "gateway",
+        "uptime_s": round(time.time() - state.started, 3),
+        "auth": "keys" if state.auth.enabled else "open",
+        "hedge_ttfb_ms": state.settings.hedge_ttfb_ms,
+        "active_streams": state.draining.active,
+        "workers": workers,
+        "totals": {
+            "workers": len(workers),
+            "healthy": sum(1 for w in workers if w.get("healthy")),
+            "capacity": sum(int(w.get("capacity") or 0) for w in workers if w.get("healthy")),
+            "inflight": sum(int(w.get("inflight") or 0) for w in workers),
+            "queue_depth": sum(int(w.get("queue_depth") or 0) for w in workers),
+        },
+        **state.config.extra,
+    }
+
+
+def _snapshot_json(snapshot: EndpointSnapshot) -> dict[str, Any]:
+    data = dataclasses.asdict(snapshot)
+    data["breaker"] = snapshot.breaker.value
+    return data
