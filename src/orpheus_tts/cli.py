@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from orpheus_tts import __version__
-from orpheus_tts.gateway.config import DEFAULT_DRAIN_GRACE_S, DEFAULT_PROBE_INTERVAL_S, GatewayConfig
+from orpheus_tts.gateway.config import (
+    DEFAULT_DRAIN_GRACE_S,
+    DEFAULT_PROBE_INTERVAL_S,
+    DEFAULT_STALL_TIMEOUT_S,
+    GatewayConfig,
+)
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_QUEUE,
@@ -108,6 +114,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     )
     parser.add_argument("--probe-interval-s", type=float, default=DEFAULT_PROBE_INTERVAL_S)
     parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S)
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=_env("STALL_TIMEOUT_S", str(DEFAULT_STALL_TIMEOUT_S)),
+        help="end a worker's stream as worker_lost after this long without a byte",
+    )
     parser.add_argument("--log-level", default="warning")
 
 
@@ -117,6 +129,12 @@ def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> N
     parser.add_argument("--default-timeout-s", type=float, default=_env("DEFAULT_TIMEOUT_S", str(DEFAULT_DEADLINE_S)))
     parser.add_argument("--max-timeout-s", type=float, default=_env("MAX_TIMEOUT_S", str(DEFAULT_MAX_TIMEOUT_S)))
     parser.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", str(DEFAULT_MAX_TEXT_CHARS)))
+    parser.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=_env("MAX_JSON_DEPTH", str(DEFAULT_MAX_JSON_DEPTH)),
+        help="deepest nesting of a request body",
+    )
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -126,6 +144,7 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
     )
 
@@ -149,8 +168,10 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
+        stall_timeout_s=args.stall_timeout_s,
         extra=extra,
     )
 
@@ -181,6 +202,7 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
     import uvicorn
 
     from orpheus_tts.gateway.app import create_app
+    from orpheus_tts.serving.shutdown import DrainingServer, uvicorn_grace_s
 
     auth = _authenticator(args)
     extra = {"mode": "serve"} if supervisor is not None else {}
@@ -190,9 +212,9 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.drain_grace_s),
+        timeout_graceful_shutdown=uvicorn_grace_s(args.drain_grace_s),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     watcher = None
     if supervisor is not None:
         watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
@@ -225,7 +247,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     count = args.workers or default_worker_count(args.engine)
     worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
-                   "--max-text-chars", str(args.max_text_chars)]  # fmt: skip
+                   "--max-text-chars", str(args.max_text_chars),
+                   "--max-json-depth", str(args.max_json_depth)]  # fmt: skip
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:

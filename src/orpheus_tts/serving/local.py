@@ -49,10 +49,12 @@ class ThreadedServer:
     def __init__(self, app: Any, port: int | None = None) -> None:
         import uvicorn
 
+        from orpheus_tts.serving.shutdown import DrainingServer
+
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config)
         self.thread = threading.Thread(target=self.server.run, name="orpheus-server", daemon=True)
 
     def start(self) -> ThreadedServer:

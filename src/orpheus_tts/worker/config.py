@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
+
 __all__ = [
     "DEFAULT_DEADLINE_S",
     "DEFAULT_MAX_BODY_BYTES",
@@ -40,6 +42,8 @@ class WorkerConfig:
     """Longest ``text`` accepted; longer is 413 ``text_too_long``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger is 413 ``body_too_large``."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of arrays and objects in a request body; deeper is 400 ``invalid_request``."""
     max_chunk_samples: int = DEFAULT_MAX_CHUNK_SAMPLES
     """Largest audio chunk frame, in samples (4 800 = 200 ms)."""
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
@@ -54,6 +58,8 @@ class WorkerConfig:
             raise ValueError("max_queue must not be negative")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
+        if self.max_json_depth < 1:
+            raise ValueError("max_json_depth must be at least 1")
         if self.max_chunk_samples < 1:
             raise ValueError("max_chunk_samples must be at least 1")
 
