@@ -18,6 +18,16 @@ from orpheus_tts.gateway.config import (
     DEFAULT_STALL_TIMEOUT_S,
     GatewayConfig,
 )
+from orpheus_tts.serving.settings import (
+    DEFAULT_BODY_IDLE_TIMEOUT_S,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_LINE_BYTES,
+    HttpSettings,
+)
 from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
@@ -137,6 +147,86 @@ def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> N
     )
 
 
+_HTTP_LIMITS: tuple[tuple[str, str, type, Any, str], ...] = (
+    ("--max-header-line-bytes", "MAX_HEADER_LINE_BYTES", int, DEFAULT_MAX_HEADER_LINE_BYTES, "longest header line"),
+    ("--max-header-bytes", "MAX_HEADER_BYTES", int, DEFAULT_MAX_HEADER_BYTES, "largest request head"),
+    ("--header-timeout-s", "HEADER_TIMEOUT_S", float, DEFAULT_HEADER_TIMEOUT_S, "seconds to send the headers"),
+    ("--body-idle-timeout-s", "BODY_IDLE_TIMEOUT_S", float, DEFAULT_BODY_IDLE_TIMEOUT_S, "longest pause in a body"),
+    ("--body-timeout-s", "BODY_TIMEOUT_S", float, DEFAULT_BODY_TIMEOUT_S, "seconds to send a whole body"),
+    ("--keepalive-timeout-s", "KEEPALIVE_TIMEOUT_S", float, DEFAULT_KEEPALIVE_TIMEOUT_S, "idle keep-alive"),
+    ("--max-connections", "MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS, "open client connections"),
+)
+"""The connection limits every server takes (``serve`` passes them on to its workers)."""
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def _add_http_args(parser: argparse.ArgumentParser, metrics_port: bool = True) -> None:
+    http = parser.add_argument_group("HTTP limits and request checks")
+    for flag, env, kind, default, meaning in _HTTP_LIMITS:
+        http.add_argument(flag, type=kind, default=_env(env, str(default)), help=meaning)
+    http.add_argument(
+        "--allow-origin",
+        dest="allow_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed besides the server's own, e.g. https://app.example; * for any (repeatable)",
+    )
+    http.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted besides the server's address, on an open loopback server (repeatable)",
+    )
+    if metrics_port:
+        http.add_argument(
+            "--metrics-port",
+            type=int,
+            default=_env("METRICS_PORT", None),
+            help="serve /metrics only on this port, on the same host",
+        )
+    http.add_argument("--api-docs", action="store_true", help="serve /docs and /redoc (off by default)")
+
+
+def _http_settings(args: argparse.Namespace) -> HttpSettings:
+    return HttpSettings(
+        max_header_line_bytes=args.max_header_line_bytes,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_idle_timeout_s=args.body_idle_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        keepalive_timeout_s=args.keepalive_timeout_s,
+        max_connections=args.max_connections,
+        allow_origins=tuple([*args.allow_origins, *_env_list("ORPHEUS_ALLOW_ORIGINS")]),
+        allow_hosts=tuple([*args.allow_hosts, *_env_list("ORPHEUS_ALLOW_HOSTS")]),
+        metrics_port=int(args.metrics_port) if getattr(args, "metrics_port", None) is not None else None,
+        api_docs=args.api_docs,
+    )
+
+
+def _http_worker_args(args: argparse.Namespace) -> list[str]:
+    """The connection limits ``serve`` gives each worker it starts."""
+    out = []
+    for flag, *_ in _HTTP_LIMITS:
+        out += [flag, str(getattr(args, flag.removeprefix("--").replace("-", "_")))]
+    return out
+
+
+def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **options: Any) -> Any:
+    """A uvicorn server for ``app`` under ``settings``, and the sockets to run it on (``None``: its own)."""
+    from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+    from orpheus_tts.serving.shutdown import DrainingServer
+
+    server = DrainingServer(uvicorn_config(app, host, port, settings, **options))
+    sockets = bind_sockets(host, port, settings) if settings.metrics_port is not None else None
+    return server, sockets
+
+
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(
         capacity=args.capacity,
@@ -146,18 +236,21 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         max_text_chars=args.max_text_chars,
         max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+        http=_http_settings(args),
     )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from orpheus_tts.engines.registry import create_engine
     from orpheus_tts.worker.app import create_app
 
     engine = create_engine(args.engine, **_engine_options(args))
-    app = create_app(engine, _worker_config(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    config = _worker_config(args)
+    app = create_app(engine, config)
+    server, sockets = _serve_http(
+        app, args.host, args.port, config.http, log_level=args.log_level, timeout_graceful_shutdown=30
+    )
+    server.run(sockets=sockets)
     return 0
 
 
@@ -172,6 +265,7 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
         stall_timeout_s=args.stall_timeout_s,
+        http=_http_settings(args),
         extra=extra,
     )
 
@@ -199,22 +293,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
-    import uvicorn
-
     from orpheus_tts.gateway.app import create_app
-    from orpheus_tts.serving.shutdown import DrainingServer, uvicorn_grace_s
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
 
     auth = _authenticator(args)
     extra = {"mode": "serve"} if supervisor is not None else {}
-    app = create_app(_gateway_config(args, workers, **extra), auth)
-    config = uvicorn.Config(
+    config = _gateway_config(args, workers, **extra)
+    app = create_app(config, auth)
+    server, sockets = _serve_http(
         app,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        config.http,
         log_level=args.log_level,
         timeout_graceful_shutdown=uvicorn_grace_s(args.drain_grace_s),
     )
-    server = DrainingServer(config)
     watcher = None
     if supervisor is not None:
         watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
@@ -224,7 +317,7 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
     # stopped and the process exits 0 instead of dying by the re-raised SIGTERM.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        server.run()  # uvicorn's own loop setup: uvloop and httptools when installed
+        server.run(sockets=sockets)  # uvicorn's own loop setup: uvloop when installed
     except (KeyboardInterrupt, _Terminated):
         pass
     finally:
@@ -249,6 +342,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
                    "--max-text-chars", str(args.max_text_chars),
                    "--max-json-depth", str(args.max_json_depth)]  # fmt: skip
+    worker_args += _http_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:
@@ -353,12 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)
+    _add_http_args(worker)
     worker.set_defaults(func=_cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
     _add_gateway_args(gateway, DEFAULT_GATEWAY_PORT)
     gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
     _add_worker_limits(gateway, queue=False)
+    _add_http_args(gateway)
     gateway.set_defaults(func=_cmd_gateway)
 
     serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
@@ -371,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_engine_args(serve)
     _add_worker_limits(serve)
+    _add_http_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
     say = sub.add_parser("say", help="speak text into an audio file (format from its extension) or the speakers")

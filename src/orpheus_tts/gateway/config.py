@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
@@ -61,6 +62,8 @@ class GatewayConfig:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     """Longest silence of a worker's stream after its first audio; then the stream ends with
     ``worker_lost`` (retryable) and the silence counts against the worker."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 

@@ -52,6 +52,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
         lifespan=lifespan,
         readiness=_readiness,
         render_metrics=lambda app: metrics.render(),
+        http=config.http,
     )
     app.state.ready = False
     app.state.service = service

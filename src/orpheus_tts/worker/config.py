@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 
 __all__ = [
@@ -50,6 +51,8 @@ class WorkerConfig:
     """``Retry-After`` sent with 503 ``overloaded``."""
     worker_id: str = "worker"
     """Name reported in ``metrics`` frames and ``/v1/system``."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
 
     def __post_init__(self) -> None:
         if self.capacity is not None and self.capacity < 1:
