@@ -40,10 +40,7 @@ class PeakEwma:
         return math.exp(-max(0.0, now - self._stamp) / self.decay_s)
 
     def value(self, now: float) -> float:
-        """The estimate at ``now``; the prior, before any sample, does not fade (it is not news),
-        so endpoints that share a prior tie exactly and the tie breaks at random."""
-        if not self.samples:
-            return self._value_ms
+        """The estimate at ``now``."""
         return self._value_ms * self._weight(now)
 
     def restart(self, prior_ms: float, now: float) -> None:
