@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from orpheus_tts import __version__
-from orpheus_tts.gateway.config import DEFAULT_DRAIN_GRACE_S, DEFAULT_PROBE_INTERVAL_S, GatewayConfig
+from orpheus_tts.gateway.config import (
+    DEFAULT_DRAIN_GRACE_S,
+    DEFAULT_PROBE_INTERVAL_S,
+    DEFAULT_STALL_TIMEOUT_S,
+    GatewayConfig,
+)
 from orpheus_tts.realtime.limits import (
     DEFAULT_BUFFER_DELAY_S,
     DEFAULT_IDLE_TIMEOUT_S,
@@ -33,11 +38,13 @@ from orpheus_tts.serving.settings import (
     DEFAULT_MAX_HEADER_LINE_BYTES,
     HttpSettings,
 )
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_WORKER_DRAIN_GRACE_S,
     WorkerConfig,
 )
 
@@ -149,6 +156,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     )
     parser.add_argument("--probe-interval-s", type=float, default=DEFAULT_PROBE_INTERVAL_S)
     parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S)
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=_env("STALL_TIMEOUT_S", str(DEFAULT_STALL_TIMEOUT_S)),
+        help="end a worker's stream as worker_lost after this long without a byte",
+    )
     parser.add_argument("--log-level", default="warning")
 
 
@@ -158,6 +171,12 @@ def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> N
     parser.add_argument("--default-timeout-s", type=float, default=_env("DEFAULT_TIMEOUT_S", str(DEFAULT_DEADLINE_S)))
     parser.add_argument("--max-timeout-s", type=float, default=_env("MAX_TIMEOUT_S", str(DEFAULT_MAX_TIMEOUT_S)))
     parser.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", str(DEFAULT_MAX_TEXT_CHARS)))
+    parser.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=_env("MAX_JSON_DEPTH", str(DEFAULT_MAX_JSON_DEPTH)),
+        help="deepest nesting of a request body",
+    )
 
 
 _HTTP_LIMITS: tuple[tuple[str, str, type, Any, str], ...] = (
@@ -303,11 +322,10 @@ def _http_worker_args(args: argparse.Namespace) -> list[str]:
 
 def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **options: Any) -> Any:
     """A uvicorn server for ``app`` under ``settings``, and the sockets to run it on (``None``: its own)."""
-    import uvicorn
-
     from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+    from orpheus_tts.serving.shutdown import DrainingServer
 
-    server = uvicorn.Server(uvicorn_config(app, host, port, settings, **options))
+    server = DrainingServer(uvicorn_config(app, host, port, settings, **options))
     sockets = bind_sockets(host, port, settings) if settings.metrics_port is not None else None
     return server, sockets
 
@@ -319,7 +337,9 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+        drain_grace_s=args.drain_grace_s,
         http=_http_settings(args),
         realtime=_realtime_limits(args),
     )
@@ -327,13 +347,19 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from orpheus_tts.engines.registry import create_engine
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
     from orpheus_tts.worker.app import create_app
 
     engine = create_engine(args.engine, **_engine_options(args))
     config = _worker_config(args)
     app = create_app(engine, config)
     server, sockets = _serve_http(
-        app, args.host, args.port, config.http, log_level=args.log_level, timeout_graceful_shutdown=30
+        app,
+        args.host,
+        args.port,
+        config.http,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=uvicorn_grace_s(config.drain_grace_s),
     )
     server.run(sockets=sockets)
     return 0
@@ -346,8 +372,10 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
+        stall_timeout_s=args.stall_timeout_s,
         http=_http_settings(args),
         realtime=_realtime_limits(args),
         extra=extra,
@@ -378,6 +406,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
     from orpheus_tts.gateway.app import create_app
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
 
     auth = _authenticator(args)
     extra = {"mode": "serve"} if supervisor is not None else {}
@@ -389,7 +418,7 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
         args.port,
         config.http,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.drain_grace_s),
+        timeout_graceful_shutdown=uvicorn_grace_s(args.drain_grace_s),
     )
     watcher = None
     if supervisor is not None:
@@ -423,7 +452,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     count = args.workers or default_worker_count(args.engine)
     worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
-                   "--max-text-chars", str(args.max_text_chars)]  # fmt: skip
+                   "--max-text-chars", str(args.max_text_chars),
+                   "--max-json-depth", str(args.max_json_depth)]  # fmt: skip
     worker_args += _http_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
@@ -552,6 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
     worker.add_argument("--port", type=int, default=_env("PORT", str(DEFAULT_WORKER_PORT)))
     worker.add_argument("--worker-id", default=None, help="name reported in metrics frames")
+    worker.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=_env("DRAIN_GRACE_S", str(DEFAULT_WORKER_DRAIN_GRACE_S)),
+        help="on shutdown, how long running requests may take",
+    )
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)

@@ -93,7 +93,7 @@ async def test_auth_by_header_or_first_message_and_4401_otherwise() -> None:
 
 
 async def test_a_socket_is_one_stream_of_its_key_quota(tmp_path: Path) -> None:
-    from orpheus_tts.gateway.auth import new_key_stanza
+    from orpheus_tts.gateway.keys import new_key_stanza
 
     key, stanza = new_key_stanza("team-a", max_concurrent_streams=1)
     (tmp_path / "keys.toml").write_text(stanza, encoding="utf-8")

@@ -57,6 +57,7 @@ def create_app(
     app.state.router = state.router
     app.state.metrics = state.metrics
     app.state.service = state.service
+    app.state.begin_shutdown = lambda: state.draining.begin_shutdown(config.drain_grace_s)
     add_gateway_routes(app)
     add_model_routes(app)
     mount_realtime(app, gateway_backend(state))

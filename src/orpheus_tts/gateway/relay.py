@@ -13,9 +13,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from orpheus_tts.gateway.auth import Lease
+from orpheus_tts.gateway.quotas import Lease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, Frame
+from orpheus_tts.serving.shutdown import GraceCut
 
 __all__ = ["Draining", "Relay", "same_frame"]
 
@@ -28,13 +29,37 @@ def same_frame(frame: Frame) -> Frame:
 
 
 class Draining:
-    """Counts running streams so shutdown can wait for them."""
+    """Counts running streams so shutdown can wait for them, and ends them itself when the grace runs out.
+
+    :meth:`begin_shutdown` (called as the server starts shutting down) refuses
+    new work and, ``grace_s`` later, completes :meth:`cut`: requests still
+    waiting for audio then answer 503 ``overloaded`` (retryable) and running
+    streams end with a ``cancelled`` error frame (retryable), so no client
+    sees a bare 500 or a stream cut without a word.
+    """
 
     def __init__(self) -> None:
         self.active = 0
-        self.closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._grace = GraceCut()
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: new work is refused."""
+        return self._grace.closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self._grace.closing = value
+
+    def cut(self) -> asyncio.Future[None]:
+        """Completed once the drain grace has run out (created on first use, on the running loop)."""
+        return self._grace.future()
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Take no new work; end what still runs after ``grace_s`` seconds."""
+        self._grace.begin(grace_s)
 
     def enter(self) -> None:
         self.active += 1

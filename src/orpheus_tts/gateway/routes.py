@@ -55,11 +55,13 @@ async def tts_stream(request: Request) -> Response:
     state = _state(request)
     request_id = request_id_of(request)
     id_header = {HEADER_REQUEST_ID: request_id}
-    max_chars = state.config.max_text_chars
+    max_chars, max_depth = state.config.max_text_chars, state.config.max_json_depth
     try:
         identity = state.admit(request.headers)
         tts_request = await read_parsed(
-            request, state.config.max_body_bytes, lambda body: parse_request(body, max_text_chars=max_chars)
+            request,
+            state.config.max_body_bytes,
+            lambda body: parse_request(body, max_text_chars=max_chars, max_json_depth=max_depth),
         )
     except ServiceError as exc:
         extra = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
@@ -80,11 +82,13 @@ async def audio_speech(request: Request) -> Response:
     """OpenAI-compatible speech: encoded audio (or SSE events) streamed as it is synthesized."""
     state = _state(request)
     request_id = request_id_of(request)
-    max_chars = state.config.max_text_chars
+    max_chars, max_depth = state.config.max_text_chars, state.config.max_json_depth
     try:
         identity = state.admit(request.headers)
         speech = await read_parsed(
-            request, state.config.max_body_bytes, lambda body: parse_speech_request(body, max_text_chars=max_chars)
+            request,
+            state.config.max_body_bytes,
+            lambda body: parse_speech_request(body, max_text_chars=max_chars, max_json_depth=max_depth),
         )
         tts_request = to_tts_request(speech)
     except ServiceError as exc:

@@ -53,16 +53,16 @@ class ThreadedServer:
     """
 
     def __init__(self, app: Any, port: int | None = None, http: HttpSettings | None = None) -> None:
-        import uvicorn
 
         from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+        from orpheus_tts.serving.shutdown import DrainingServer
 
         state = getattr(app, "state", None)
         self.http = http or getattr(state, "http", None) or HttpSettings()
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         config = uvicorn_config(app, LOOPBACK, self.port, self.http, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config)
         sockets = bind_sockets(LOOPBACK, self.port, self.http) if self.http.metrics_port is not None else None
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": sockets}, name="orpheus-server", daemon=True
