@@ -15,6 +15,7 @@ from orpheus_tts.engines.testing import ToneEngine, render
 from orpheus_tts.realtime.limits import IDLE_CLOSE_CODE, RealtimeLimits
 from tests.eventually import eventually
 from tests.realtime.client import conversation, realtime_worker
+from tests.reliability.harness import metric
 
 TEXT = (
     "The weather today is bright and clear. Later this evening, clouds will move in from the west, "
@@ -252,3 +253,17 @@ async def test_an_auth_message_is_accepted_first_and_refused_later() -> None:
             assert "first message" in error["message"]
             await _speaks(c, "b")
     assert not [m for m in c.received if m["type"] == "error" and "first" not in m["message"]]
+
+
+async def test_a_completed_context_counts_each_segment_as_ok() -> None:
+    """The realtime path stops reading a segment at its eos: that is a finished stream, not a cancelled one."""
+    with realtime_worker(ToneEngine()) as (ws_url, _):
+        http_url = "http" + ws_url.removeprefix("ws").removesuffix("/v1/tts/realtime")
+        async with conversation(ws_url) as c:
+            await c.send(type="start", context_id="a")
+            await c.send(type="text", context_id="a", text=TEXT)
+            await c.send(type="end", context_id="a")
+            await c.until_type("done", "a")
+        segments = len(_segments(TEXT))
+        assert await eventually(lambda: metric(http_url, "orpheus_requests_total", outcome="ok") == segments)
+        assert metric(http_url, "orpheus_requests_total", outcome="cancelled") == 0

@@ -213,8 +213,10 @@ class SynthesisService:
                     }
                 )
             )
-            yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
+            # The work is complete once eos exists: a consumer that stops reading at eos (the
+            # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
+            yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
         finally:
             await self._finish(pieces, timing, outcome)
 
