@@ -11,7 +11,8 @@ import av
 import pytest
 
 from orpheus_tts.engines.testing import render
-from orpheus_tts.gateway.auth import Authenticator, load_keys_file
+from orpheus_tts.gateway.auth import Authenticator
+from orpheus_tts.gateway.keys import load_keys_file
 from tests.servers import run_cli
 
 TEXT = "The command line speaks. It writes many formats."

@@ -302,7 +302,7 @@ def run_system(url: str, api_key: str | None, as_json: bool) -> int:
 
 
 def run_keys_new(name: str, max_concurrent_streams: int | None, requests_per_minute: int | None) -> int:
-    from orpheus_tts.gateway.auth import KeysFileError, new_key_stanza
+    from orpheus_tts.gateway.keys import KeysFileError, new_key_stanza
 
     try:
         key, stanza = new_key_stanza(

@@ -19,6 +19,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeGuard
 
+from orpheus_tts.validation import (
+    DEFAULT_MAX_JSON_DEPTH,
+    BodyValueError,
+    check_body_values,
+    check_speakable,
+    decode_json_body,
+)
+
 __all__ = [
     "AUDIO_FORMAT",
     "CHANNELS",
@@ -85,6 +93,12 @@ class ErrorCode(str, Enum):
     @property
     def retryable(self) -> bool:
         return self in _RETRYABLE
+
+    @property
+    def request_caused(self) -> bool:
+        """Whether the request itself is at fault (every 4xx code): such an error never counts
+        against the server that answered it, and the same request is never tried elsewhere."""
+        return 400 <= self.http_status < 500 and self is not ErrorCode.CANCELLED
 
     @classmethod
     def parse(cls, value: object) -> ErrorCode:
@@ -199,18 +213,24 @@ class TTSRequest:
         return body
 
 
-def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
+def parse_request(
+    raw: bytes | str | Any, *, max_text_chars: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> TTSRequest:
     """Validate a request body (bytes, text or already-decoded JSON).
 
-    Raises :class:`RequestError` with the protocol's code for every defect.
+    Raises :class:`RequestError` with the protocol's code for every defect,
+    including the values no engine can take (:mod:`orpheus_tts.validation`):
+    nesting deeper than ``max_json_depth``, non-finite numbers, unpaired
+    surrogates, and control characters or noncharacters in ``text``.
     """
-    if isinstance(raw, (bytes, bytearray, str)):
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"body is not valid JSON: {exc}") from exc
-    else:
-        data = raw
+    try:
+        if isinstance(raw, (bytes, bytearray, str)):
+            data = decode_json_body(raw, max_json_depth)
+        else:
+            data = raw
+            check_body_values(data, max_json_depth)
+    except BodyValueError as exc:
+        raise RequestError(exc.message) from exc
     if not isinstance(data, dict):
         raise RequestError(f"body must be a JSON object, got {_json_type(data)}")
     text = data.get("text")
@@ -225,6 +245,10 @@ def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
             f"'text' has {len(text)} characters; the limit is {max_text_chars}",
             ErrorCode.TEXT_TOO_LONG,
         )
+    try:
+        check_speakable(text, "text")
+    except BodyValueError as exc:
+        raise RequestError(exc.message) from exc
     voice = data.get("voice")
     if voice is not None and not isinstance(voice, str):
         raise RequestError(f"'voice' must be a string or null, got {_json_type(voice)}")

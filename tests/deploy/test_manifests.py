@@ -13,8 +13,9 @@ import pytest
 
 from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.gateway.app import create_app as create_gateway
-from orpheus_tts.gateway.auth import Authenticator, load_keys_file
+from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.keys import load_keys_file
 from orpheus_tts.worker.app import create_app as create_worker
 from orpheus_tts.worker.config import WorkerConfig
 from tests.deploy.manifests import (

@@ -294,7 +294,8 @@ async def test_auth_both_header_styles_and_every_failure(two_workers: list[str])
 
 
 async def test_quotas_answer_429_with_retry_after(two_workers: list[str], tmp_path: object) -> None:
-    from orpheus_tts.gateway.auth import Authenticator, new_key_stanza
+    from orpheus_tts.gateway.auth import Authenticator
+    from orpheus_tts.gateway.keys import new_key_stanza
 
     key, stanza = new_key_stanza("team-a", max_concurrent_streams=1, requests_per_minute=3)
     auth = Authenticator.from_sources(keys_file=_keys_file(tmp_path, stanza))

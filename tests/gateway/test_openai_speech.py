@@ -28,7 +28,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orpheus_tts.encoding import AUDIO_FORMATS, media_type
-from orpheus_tts.gateway.auth import Authenticator, KeyLimits, sha256_hex
+from orpheus_tts.gateway.auth import Authenticator
+from orpheus_tts.gateway.keys import KeyLimits, sha256_hex
 from orpheus_tts.gateway.openai_speech import (
     SSE_MEDIA_TYPE,
     SpeechRequestError,

@@ -7,14 +7,21 @@ Engines know nothing of HTTP.
 
 Exceptions::
 
-    EngineError                 synthesis failed (engine_error)
-    ├── UnknownVoiceError       voice not offered (unknown_voice)
-    └── InvalidParameterError   a parameter failed the schema (invalid_request)
+    EngineError                     synthesis failed (engine_error): the engine's fault
+    └── EngineInputError            the request's input cannot be synthesized (invalid_request)
+        ├── UnknownVoiceError       voice not offered (unknown_voice)
+        └── InvalidParameterError   a parameter failed the schema (invalid_request)
+
+An :class:`EngineInputError` is the request's fault, not the engine's: the
+worker answers it with a 4xx (before audio) or an ``invalid_request`` error
+frame (after), which no router counts against the worker or retries
+elsewhere. Any other exception is the engine's fault (``engine_error``).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -23,6 +30,7 @@ __all__ = [
     "DEFAULT_VOICE_ALIASES",
     "Engine",
     "EngineError",
+    "EngineInputError",
     "InvalidParameterError",
     "ParamSpec",
     "UnknownVoiceError",
@@ -55,7 +63,11 @@ class EngineError(Exception):
     """Synthesis failed inside the engine."""
 
 
-class UnknownVoiceError(EngineError):
+class EngineInputError(EngineError):
+    """The request's input (its text, voice or a parameter) cannot be synthesized: not the engine's fault."""
+
+
+class UnknownVoiceError(EngineInputError):
     """The requested voice is not offered; ``valid`` lists those that are."""
 
     def __init__(self, voice: str, valid: Iterable[str]) -> None:
@@ -64,7 +76,7 @@ class UnknownVoiceError(EngineError):
         super().__init__(f"unknown voice {voice!r}; valid voices: {', '.join(self.valid)}")
 
 
-class InvalidParameterError(EngineError):
+class InvalidParameterError(EngineInputError):
     """A generation parameter has the wrong type, range or name."""
 
     def __init__(self, key: str, problem: str, accepted: Iterable[str]) -> None:
@@ -136,6 +148,8 @@ class ParamSpec:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidParameterError(self.name, f"must be a number, got {value!r}", accepted)
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise InvalidParameterError(self.name, "is too large a number", accepted)
         if self.type == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise InvalidParameterError(self.name, f"must be an integer, got {value!r}", accepted)

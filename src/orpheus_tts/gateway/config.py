@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_NO_WORKERS_RETRY_AFTER_S",
     "DEFAULT_PROBE_INTERVAL_S",
+    "DEFAULT_STALL_TIMEOUT_S",
     "DEFAULT_UPSTREAM_CONNECTIONS",
     "GatewayConfig",
 ]
@@ -25,6 +26,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_DRAIN_GRACE_S = 30.0
 DEFAULT_NO_WORKERS_RETRY_AFTER_S = 2.0
 DEFAULT_UPSTREAM_CONNECTIONS = 1024
+DEFAULT_STALL_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class GatewayConfig:
     """``Retry-After`` sent with 503 ``no_workers``."""
     upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    """Longest silence of a worker's stream after its first audio; then the stream ends with
+    ``worker_lost`` (retryable) and the silence counts against the worker."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 
@@ -61,6 +66,8 @@ class GatewayConfig:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not self.stall_timeout_s > 0:
+            raise ValueError("stall_timeout_s must be a positive number of seconds")
 
     def deadline_s(self, requested: float | None) -> float:
         return min(requested, self.max_timeout_s) if requested else self.default_timeout_s

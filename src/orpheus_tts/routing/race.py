@@ -5,9 +5,10 @@ chunk (or the end of the stream): everything up to that point can still fail
 over or lose a hedged race. The winner becomes a :class:`RoutedStream`, which
 reads the rest of the body with the caller's backpressure and never replays.
 Each attempt reports exactly one verdict to its endpoint: success (``eos``, or
-a 4xx that proves the server answers), failure (no connection, 5xx, a broken
-stream, an endpoint-side ``error`` frame) or none (cancelled, abandoned,
-``overloaded``, a deadline).
+a request-caused error, a 4xx or ``error`` frame, that proves the server
+answers), failure (no connection, 5xx, a broken or stalled stream, an
+endpoint-side ``error`` frame) or none (cancelled, abandoned, ``overloaded``,
+a deadline). A request-caused error is never tried on another endpoint.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def status_verdict(error: UpstreamStatusError) -> Verdict:
 
 
 def error_frame_verdict(frame: ErrorFrame) -> Verdict:
-    return "failure" if frame.code in ENDPOINT_FAULT_CODES else "none"
+    """An endpoint fault counts against it; a request-caused error proves it answers; the rest is no verdict."""
+    if frame.code in ENDPOINT_FAULT_CODES:
+        return "failure"
+    return "success" if ErrorCode.parse(frame.code).request_caused else "none"
 
 
 async def open_attempt(
@@ -383,6 +387,11 @@ class RoutedStream:
                     await aclose()
         finally:
             await self._response.aclose()
+
+    async def fail(self) -> None:
+        """Close the connection and count the stream against its endpoint (e.g. it stalled)."""
+        self._attempt.finish("failure")
+        await self.close_transport()
 
     async def aclose(self) -> None:
         """Close the connection; a stream closed before its end records no verdict."""

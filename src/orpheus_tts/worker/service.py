@@ -20,6 +20,7 @@ from orpheus_tts.aio import DeadlinePassed, next_before
 from orpheus_tts.engines.base import (
     Engine,
     EngineError,
+    EngineInputError,
     InvalidParameterError,
     UnknownVoiceError,
     validate_params,
@@ -111,7 +112,7 @@ class SynthesisService:
                 raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline") from None
             if isinstance(exc, UnknownVoiceError):
                 raise ServiceError(ErrorCode.UNKNOWN_VOICE, str(exc)) from exc
-            if isinstance(exc, InvalidParameterError):  # e.g. an unknown inline tag in the text
+            if isinstance(exc, EngineInputError):  # e.g. an unknown inline tag in the text
                 raise RequestError(str(exc)) from exc
             if isinstance(exc, EngineError):
                 raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}") from exc
@@ -181,6 +182,10 @@ class SynthesisService:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
                 yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
                 return
+            except EngineInputError as exc:  # the request's fault: not counted against this worker
+                outcome = ErrorCode.INVALID_REQUEST.value
+                yield encode_frame(ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False))
+                return
             except Exception as exc:
                 logger.exception("engine failed mid-stream")
                 outcome = ErrorCode.ENGINE_ERROR.value
@@ -223,7 +228,7 @@ def _outcome(exc: BaseException) -> str:
         return ErrorCode.DEADLINE_EXCEEDED.value
     if isinstance(exc, UnknownVoiceError):
         return ErrorCode.UNKNOWN_VOICE.value
-    if isinstance(exc, InvalidParameterError):
+    if isinstance(exc, EngineInputError):
         return ErrorCode.INVALID_REQUEST.value
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
