@@ -73,7 +73,13 @@ class Attempt:
         self.first_audio_s: float | None = None
         """Seconds from the start to the first chunk (or end), once known."""
         self._done = False
+        self.epoch = endpoint.epoch
         endpoint.begin(hedge=hedge)
+
+    @property
+    def current(self) -> bool:
+        """False once the endpoint came back from being down: this attempt's latency no longer describes it."""
+        return self.epoch == self.endpoint.epoch
 
     @property
     def done(self) -> bool:
@@ -87,7 +93,7 @@ class Attempt:
         endpoint.end()
         if verdict == "success":
             endpoint.succeeded(self.permit)
-        elif verdict == "failure":
+        elif verdict == "failure" and self.current:
             endpoint.failed(self.permit, self.clock())
         else:
             endpoint.released(self.permit)
@@ -97,7 +103,7 @@ class Attempt:
         if self._done:
             return
         now = self.clock()
-        if self.first_audio_s is None:
+        if self.first_audio_s is None and self.current:
             self.endpoint.observe_abandoned(now - self.started, now)
         self.finish("none")
 
@@ -281,7 +287,8 @@ class RoutedStream:
             self._pending.extend(await self._read())
         now = attempt.clock()
         attempt.first_audio_s = now - attempt.started
-        attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
+        if attempt.current:
+            attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
 
     async def next_frames(self) -> list[Frame]:
         """The next frames, as many as arrived together; ``[]`` once the terminal frame was returned.

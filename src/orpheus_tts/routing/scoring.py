@@ -40,8 +40,18 @@ class PeakEwma:
         return math.exp(-max(0.0, now - self._stamp) / self.decay_s)
 
     def value(self, now: float) -> float:
-        """The estimate at ``now``."""
+        """The estimate at ``now``; the prior, before any sample, does not fade (it is not news),
+        so endpoints that share a prior tie exactly and the tie breaks at random."""
+        if not self.samples:
+            return self._value_ms
         return self._value_ms * self._weight(now)
+
+    def restart(self, prior_ms: float, now: float) -> None:
+        """Forget every sample and start again from ``prior_ms`` (an endpoint back from the dead)."""
+        self.prior_ms = prior_ms
+        self._value_ms = prior_ms
+        self._stamp = now
+        self.samples = 0
 
     def observe(self, sample_ms: float, now: float) -> None:
         """Add a measured latency: a peak is adopted at once, a lower sample blends in."""

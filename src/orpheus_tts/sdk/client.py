@@ -8,6 +8,7 @@ the user guide promises (:mod:`orpheus_tts.sdk.exceptions`), at one boundary:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -88,6 +89,7 @@ class OrpheusTTS:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._keeper: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> RoutingSettings:
@@ -136,16 +138,45 @@ class OrpheusTTS:
         return self._router.snapshots()
 
     async def close(self) -> None:
-        """Close the HTTP connections. Idempotent; the instance cannot stream afterwards."""
+        """Close the HTTP connections. Idempotent; the instance cannot stream afterwards.
+
+        Works from any event loop: the connections live on the loop the
+        instance streamed on, so they are closed there (from another thread's
+        running loop too). When that loop has ended, they were already closed
+        as it shut down (``asyncio.run`` cancels every task, and the instance
+        keeps one that releases them), so e.g.
+        ``atexit.register(lambda: asyncio.run(tts.close()))`` is clean.
+        """
         if self._closed:
             return
-        if self._loop is not None and self._loop is not _running_loop():
-            raise EventLoopMismatchError(
-                "OrpheusTTS.close() was called from a different event loop than the one the "
-                "instance streamed on; close it on that loop"
-            )
         self._closed = True
+        loop, running = self._loop, _running_loop()
+        if loop is None or loop is running:
+            await self._release()
+        elif loop.is_closed():
+            # Released at the loop's shutdown; if it ended without one, its transports went with it.
+            with contextlib.suppress(RuntimeError):
+                await self._router.aclose()
+        elif loop.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._release(), loop))
+        else:  # a loop that is stopped but not closed: run it once more, off this loop's thread
+            await asyncio.to_thread(loop.run_until_complete, self._release())
+
+    async def _release(self) -> None:
+        """Close the connections on the loop they belong to, and stop the keeper task."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
         await self._router.aclose()
+
+    async def _release_at_loop_end(self) -> None:
+        """Wait for the loop to end: cancelled at its shutdown, release the connections while it still runs."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if self._keeper is asyncio.current_task():
+                self._keeper = None
+                await self._router.aclose()
 
     async def __aenter__(self) -> OrpheusTTS:
         return self
@@ -159,6 +190,7 @@ class OrpheusTTS:
         loop = _running_loop()
         if self._loop is None:
             self._loop = loop
+            self._keeper = loop.create_task(self._release_at_loop_end(), name="orpheus-tts-release")
         elif self._loop is not loop:
             raise EventLoopMismatchError(
                 "this OrpheusTTS instance is bound to another event loop (the first one that used it); "
