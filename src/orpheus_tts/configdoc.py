@@ -217,6 +217,7 @@ def _environment_table() -> list[str]:
 _EXTRA_ENV: dict[str, tuple[str, tuple[str, ...]]] = {
     "ORPHEUS_API_KEYS": ("more `--api-key` keys, comma-separated", ("gateway", "serve")),
     "ORPHEUS_DEBUG": ("any value: full tracebacks instead of one-line errors", ("all",)),
+    "ORPHEUS_WORKER_DNS": ("more `--worker-dns` names, comma-separated", ("gateway",)),
 }
 """Variables read outside a flag's default (checked against the CLI source by the tests)."""
 

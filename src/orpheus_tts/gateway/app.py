@@ -67,6 +67,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await probes
         await state.router.aclose()
+        state.encoders.shutdown(wait=False, cancel_futures=True)
 
 
 def _readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:

@@ -10,7 +10,8 @@ bookkeeping done once).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,9 +21,9 @@ from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.gateway.probes import WorkerReports
-from orpheus_tts.gateway.relay import Draining, Relay
+from orpheus_tts.gateway.relay import Draining, Relay, Render
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
-from orpheus_tts.protocol import ErrorCode, Frame, ServiceError, TTSRequest
+from orpheus_tts.protocol import ErrorCode, ServiceError, TTSRequest
 from orpheus_tts.routing import Endpoint, Router, RoutingSettings
 
 __all__ = ["GatewayState", "build_state"]
@@ -41,6 +42,8 @@ class GatewayState:
     metrics: GatewayMetrics
     service: GatewayService
     reports: WorkerReports
+    encoders: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
+    """The bounded pool the OpenAI endpoint's audio encoders run on (``config.encoder_threads``)."""
     draining: Draining = field(default_factory=Draining)
     started: float = field(default_factory=time.time)
     """Wall-clock start, for ``uptime_s``."""
@@ -64,7 +67,7 @@ class GatewayState:
             lease.release()
             raise
 
-    def relay(self, upstream: UpstreamStream, lease: Lease, render: Callable[[Frame], T]) -> Relay[T]:
+    def relay(self, upstream: UpstreamStream, lease: Lease, render: Render[T]) -> Relay[T]:
         return Relay(upstream, lease, render, self.service, self.draining)
 
 
@@ -93,6 +96,7 @@ def build_state(
         metrics=metrics,
         service=GatewayService(router, config, metrics),
         reports=WorkerReports(router),
+        encoders=ThreadPoolExecutor(config.encoder_threads, thread_name_prefix="orpheus-encoder"),
     )
 
 
