@@ -19,6 +19,7 @@ import httpx
 
 from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.discovery import WorkerDiscovery
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.gateway.probes import WorkerReports
 from orpheus_tts.gateway.relay import Draining, Relay, Render
@@ -44,6 +45,8 @@ class GatewayState:
     reports: WorkerReports
     encoders: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
     """The bounded pool the OpenAI endpoint's audio encoders run on (``config.encoder_threads``)."""
+    discovery: WorkerDiscovery | None = None
+    """Workers found through DNS (``config.worker_dns``), when any are."""
     draining: Draining = field(default_factory=Draining)
     started: float = field(default_factory=time.time)
     """Wall-clock start, for ``uptime_s``."""
@@ -88,6 +91,15 @@ def build_state(
         max_keepalive_connections=config.upstream_connections,
     )
     router = Router(_upstreams(config, settings, transport), settings, on_event=metrics.on_event)
+    discovery = None
+    if config.worker_dns:
+        discovery = WorkerDiscovery(
+            router,
+            config.worker_dns,
+            refresh_s=config.dns_refresh_s,
+            nameserver=config.dns_nameserver,
+            transport=(lambda: transport) if transport is not None else (lambda: _pooled_transport(settings)),
+        )
     return GatewayState(
         config=config,
         auth=auth,
@@ -96,6 +108,7 @@ def build_state(
         metrics=metrics,
         service=GatewayService(router, config, metrics),
         reports=WorkerReports(router),
+        discovery=discovery,
         encoders=ThreadPoolExecutor(config.encoder_threads, thread_name_prefix="orpheus-encoder"),
     )
 
@@ -103,11 +116,13 @@ def build_state(
 def _upstreams(
     config: GatewayConfig, settings: RoutingSettings, transport: httpx.AsyncBaseTransport | None
 ) -> list[Endpoint]:
-    """One endpoint per worker. By default their connections go through aiohttp's pool:
-    httpx's own pool scans every pooled connection on each request, which costs the
-    gateway about 5x more CPU per stream at 128 concurrent streams (bench/gateway.py)."""
-    if transport is not None:
-        return [Endpoint(url, settings, transport=transport) for url in config.workers]
+    """One endpoint per worker, each with its own connection pool."""
+    return [Endpoint(url, settings, transport=transport or _pooled_transport(settings)) for url in config.workers]
+
+
+def _pooled_transport(settings: RoutingSettings) -> httpx.AsyncBaseTransport:
+    """aiohttp's pool: httpx's own scans every pooled connection on each request, which
+    costs CPU per stream when many streams are open at once."""
     from httpx_aiohttp import AiohttpTransport
 
     limits = httpx.Limits(
@@ -115,4 +130,4 @@ def _upstreams(
         max_keepalive_connections=settings.max_keepalive_connections,
         keepalive_expiry=settings.keepalive_expiry_s,
     )
-    return [Endpoint(url, settings, transport=AiohttpTransport(limits=limits)) for url in config.workers]
+    return AiohttpTransport(limits=limits)

@@ -140,8 +140,10 @@ class Router:
     def endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(self._endpoints)
 
-    def add_endpoint(self, endpoint: str | Endpoint) -> Endpoint:
-        """Add an endpoint; a new URL starts from the fleet's median latency (or the prior)."""
+    def add_endpoint(self, endpoint: str | Endpoint, *, transport: httpx.AsyncBaseTransport | None = None) -> Endpoint:
+        """Add an endpoint; a new URL starts from the fleet's median latency (or the prior).
+
+        ``transport`` is the new URL's own (the router's when ``None``)."""
         if isinstance(endpoint, str):
             url = normalize_url(endpoint)
             if any(e.url == url for e in self._endpoints):
@@ -149,7 +151,9 @@ class Router:
             now = self._clock()
             known = [e.ttfb.value(now) for e in self._endpoints if e.ttfb.samples]
             prior = statistics.median(known) if known else None
-            endpoint = Endpoint(url, self.settings, transport=self._transport, prior_ttfb_ms=prior, clock=self._clock)
+            endpoint = Endpoint(
+                url, self.settings, transport=transport or self._transport, prior_ttfb_ms=prior, clock=self._clock
+            )
         elif any(e.url == endpoint.url for e in self._endpoints):
             raise ValueError(f"endpoint {endpoint.url} is already routed to")
         self._endpoints.append(endpoint)

@@ -46,12 +46,12 @@ def wait_ready(url: str, timeout_s: float = STARTUP_TIMEOUT_S, proc: subprocess.
 class ThreadedServer:
     """An ASGI app served by uvicorn on a loopback port in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, host: str = LOOPBACK) -> None:
         import uvicorn
 
-        self.port = port or free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning", lifespan="on")
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="orpheus-server", daemon=True)
 
@@ -76,7 +76,7 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def run_server(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL."""
-    with ThreadedServer(app, port) as server:
+def run_server(app: Any, port: int | None = None, host: str = LOOPBACK) -> Iterator[str]:
+    """Serve ``app`` on a free port of ``host`` (a loopback address); yields its base URL."""
+    with ThreadedServer(app, port, host) as server:
         yield server.url
