@@ -20,8 +20,20 @@ from orpheus_tts.gateway.config import (
     DEFAULT_QUOTA_LEASE_S,
     DEFAULT_QUOTA_STORE_FAILURE,
     DEFAULT_QUOTA_STORE_TIMEOUT_S,
+    DEFAULT_STALL_TIMEOUT_S,
     GatewayConfig,
 )
+from orpheus_tts.serving.settings import (
+    DEFAULT_BODY_IDLE_TIMEOUT_S,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_LINE_BYTES,
+    HttpSettings,
+)
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_QUEUE,
@@ -117,6 +129,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     )
     parser.add_argument("--probe-interval-s", type=float, default=DEFAULT_PROBE_INTERVAL_S)
     parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S)
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=_env("STALL_TIMEOUT_S", str(DEFAULT_STALL_TIMEOUT_S)),
+        help="end a worker's stream as worker_lost after this long without a byte",
+    )
     parser.add_argument("--log-level", default="warning")
     parser.add_argument(
         "--encoder-threads",
@@ -156,6 +174,92 @@ def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> N
     parser.add_argument("--default-timeout-s", type=float, default=_env("DEFAULT_TIMEOUT_S", str(DEFAULT_DEADLINE_S)))
     parser.add_argument("--max-timeout-s", type=float, default=_env("MAX_TIMEOUT_S", str(DEFAULT_MAX_TIMEOUT_S)))
     parser.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", str(DEFAULT_MAX_TEXT_CHARS)))
+    parser.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=_env("MAX_JSON_DEPTH", str(DEFAULT_MAX_JSON_DEPTH)),
+        help="deepest nesting of a request body",
+    )
+
+
+_HTTP_LIMITS: tuple[tuple[str, str, type, Any, str], ...] = (
+    ("--max-header-line-bytes", "MAX_HEADER_LINE_BYTES", int, DEFAULT_MAX_HEADER_LINE_BYTES, "longest header line"),
+    ("--max-header-bytes", "MAX_HEADER_BYTES", int, DEFAULT_MAX_HEADER_BYTES, "largest request head"),
+    ("--header-timeout-s", "HEADER_TIMEOUT_S", float, DEFAULT_HEADER_TIMEOUT_S, "seconds to send the headers"),
+    ("--body-idle-timeout-s", "BODY_IDLE_TIMEOUT_S", float, DEFAULT_BODY_IDLE_TIMEOUT_S, "longest pause in a body"),
+    ("--body-timeout-s", "BODY_TIMEOUT_S", float, DEFAULT_BODY_TIMEOUT_S, "seconds to send a whole body"),
+    ("--keepalive-timeout-s", "KEEPALIVE_TIMEOUT_S", float, DEFAULT_KEEPALIVE_TIMEOUT_S, "idle keep-alive"),
+    ("--max-connections", "MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS, "open client connections"),
+)
+"""The connection limits every server takes (``serve`` passes them on to its workers)."""
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def _add_http_args(parser: argparse.ArgumentParser, metrics_port: bool = True) -> None:
+    http = parser.add_argument_group("HTTP limits and request checks")
+    for flag, env, kind, default, meaning in _HTTP_LIMITS:
+        http.add_argument(flag, type=kind, default=_env(env, str(default)), help=meaning)
+    http.add_argument(
+        "--allow-origin",
+        dest="allow_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed besides the server's own, e.g. https://app.example; * for any (repeatable)",
+    )
+    http.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted besides the server's address, on an open loopback server (repeatable)",
+    )
+    if metrics_port:
+        http.add_argument(
+            "--metrics-port",
+            type=int,
+            default=_env("METRICS_PORT", None),
+            help="serve /metrics only on this port, on the same host",
+        )
+    http.add_argument("--api-docs", action="store_true", help="serve /docs and /redoc (off by default)")
+
+
+def _http_settings(args: argparse.Namespace) -> HttpSettings:
+    return HttpSettings(
+        max_header_line_bytes=args.max_header_line_bytes,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_idle_timeout_s=args.body_idle_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        keepalive_timeout_s=args.keepalive_timeout_s,
+        max_connections=args.max_connections,
+        allow_origins=tuple([*args.allow_origins, *_env_list("ORPHEUS_ALLOW_ORIGINS")]),
+        allow_hosts=tuple([*args.allow_hosts, *_env_list("ORPHEUS_ALLOW_HOSTS")]),
+        metrics_port=int(args.metrics_port) if getattr(args, "metrics_port", None) is not None else None,
+        api_docs=args.api_docs,
+    )
+
+
+def _http_worker_args(args: argparse.Namespace) -> list[str]:
+    """The connection limits ``serve`` gives each worker it starts."""
+    out = []
+    for flag, *_ in _HTTP_LIMITS:
+        out += [flag, str(getattr(args, flag.removeprefix("--").replace("-", "_")))]
+    return out
+
+
+def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **options: Any) -> Any:
+    """A uvicorn server for ``app`` under ``settings``, and the sockets to run it on (``None``: its own)."""
+    from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+    from orpheus_tts.serving.shutdown import DrainingServer
+
+    server = DrainingServer(uvicorn_config(app, host, port, settings, **options))
+    sockets = bind_sockets(host, port, settings) if settings.metrics_port is not None else None
+    return server, sockets
 
 
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -165,19 +269,23 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+        http=_http_settings(args),
     )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from orpheus_tts.engines.registry import create_engine
     from orpheus_tts.worker.app import create_app
 
     engine = create_engine(args.engine, **_engine_options(args))
-    app = create_app(engine, _worker_config(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    config = _worker_config(args)
+    app = create_app(engine, config)
+    server, sockets = _serve_http(
+        app, args.host, args.port, config.http, log_level=args.log_level, timeout_graceful_shutdown=30
+    )
+    server.run(sockets=sockets)
     return 0
 
 
@@ -188,6 +296,7 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
         encoder_threads=args.encoder_threads,
@@ -198,6 +307,8 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         quota_lease_s=args.quota_lease_s,
         quota_store_timeout_s=args.quota_store_timeout_s,
         quota_store_failure=args.quota_store_failure,
+        stall_timeout_s=args.stall_timeout_s,
+        http=_http_settings(args),
         extra=extra,
     )
 
@@ -225,21 +336,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
-    import uvicorn
-
     from orpheus_tts.gateway.app import create_app
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
 
     auth = _authenticator(args)
     extra = {"mode": "serve"} if supervisor is not None else {}
-    app = create_app(_gateway_config(args, workers, **extra), auth)
-    config = uvicorn.Config(
+    config = _gateway_config(args, workers, **extra)
+    app = create_app(config, auth)
+    server, sockets = _serve_http(
         app,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        config.http,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.drain_grace_s),
+        timeout_graceful_shutdown=uvicorn_grace_s(args.drain_grace_s),
     )
-    server = uvicorn.Server(config)
     watcher = None
     if supervisor is not None:
         watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
@@ -249,7 +360,7 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
     # stopped and the process exits 0 instead of dying by the re-raised SIGTERM.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        server.run()  # uvicorn's own loop setup: uvloop and httptools when installed
+        server.run(sockets=sockets)  # uvicorn's own loop setup: uvloop when installed
     except (KeyboardInterrupt, _Terminated):
         pass
     finally:
@@ -275,7 +386,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     count = args.workers or default_worker_count(args.engine)
     worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
-                   "--max-text-chars", str(args.max_text_chars)]  # fmt: skip
+                   "--max-text-chars", str(args.max_text_chars),
+                   "--max-json-depth", str(args.max_json_depth)]  # fmt: skip
+    worker_args += _http_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:
@@ -380,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)
+    _add_http_args(worker)
     worker.set_defaults(func=_cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
@@ -403,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST[:PORT] of the nameserver for --worker-dns (default: the system's)",
     )
     _add_worker_limits(gateway, queue=False)
+    _add_http_args(gateway)
     gateway.set_defaults(func=_cmd_gateway)
 
     serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
@@ -415,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_engine_args(serve)
     _add_worker_limits(serve)
+    _add_http_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
     say = sub.add_parser("say", help="speak text into an audio file (format from its extension) or the speakers")

@@ -87,6 +87,10 @@ class ErrorCode(str, Enum):
     CANCELLED = "cancelled"
     INTERNAL = "internal"
     NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
 
     @property
     def http_status(self) -> int:
@@ -116,6 +120,10 @@ _HTTP_STATUS = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.UNKNOWN_VOICE: 404,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TEXT_TOO_LONG: 413,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,

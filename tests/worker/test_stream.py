@@ -109,7 +109,9 @@ async def test_text_and_body_limits() -> None:
                     yield b"x" * 1000
                 yield b'"}'
 
-            streamed = await client.post(f"{url}/v1/tts/stream", content=chunked())
+            streamed = await client.post(
+                f"{url}/v1/tts/stream", content=chunked(), headers={"content-type": "application/json"}
+            )
     assert too_long.status_code == 413
     assert too_long.json()["error"]["code"] == "text_too_long"
     assert too_big.status_code == 413

@@ -15,13 +15,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.openai_speech import openai_error_body
 from orpheus_tts.gateway.playground import add_playground_routes
-from orpheus_tts.gateway.routes import add_gateway_routes
+from orpheus_tts.gateway.routes import OPENAI_SPEECH_PATH, add_gateway_routes
 from orpheus_tts.gateway.state import GatewayState, build_state
+from orpheus_tts.protocol import ServiceError
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.serving.app import create_server_app
 
@@ -37,12 +39,20 @@ def create_app(
     """A gateway in front of ``config.workers``; no keys in ``authenticator`` means open access."""
     state = build_state(config, authenticator, routing, transport)
     app = create_server_app(
-        title="Orpheus TTS gateway", lifespan=_lifespan, readiness=_readiness, render_metrics=_render_metrics
+        title="Orpheus TTS gateway",
+        lifespan=_lifespan,
+        readiness=_readiness,
+        render_metrics=_render_metrics,
+        http=config.http,
+        is_open=lambda: not state.auth.enabled,
+        protect=lambda request: _require_key(state, request),
+        error_body=_error_body,
     )
     app.state.gateway = state
     app.state.router = state.router
     app.state.metrics = state.metrics
     app.state.service = state.service
+    app.state.begin_shutdown = lambda: state.draining.begin_shutdown(config.drain_grace_s)
     add_gateway_routes(app)
     add_playground_routes(app)
     return app
@@ -84,6 +94,16 @@ def _readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:
     if healthy and not state.draining.closing:
         return True, {"status": "ready", "healthy_workers": healthy}
     return False, {"status": "unavailable", "healthy_workers": healthy}
+
+
+def _require_key(state: GatewayState, request: Request) -> None:
+    """With keys configured, ``/metrics`` on the main port needs one (it names the workers)."""
+    state.auth.authenticate(request.headers)
+
+
+def _error_body(path: str, error: ServiceError) -> dict[str, Any]:
+    """Refusals in the shape the route speaks: OpenAI's on its speech route, ours elsewhere."""
+    return openai_error_body(error) if path == OPENAI_SPEECH_PATH else error.body()
 
 
 def _render_metrics(app: FastAPI) -> bytes:

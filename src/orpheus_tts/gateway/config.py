@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.serving.settings import HttpSettings
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -55,6 +57,8 @@ class GatewayConfig:
     """Longest ``text`` (or OpenAI ``input``) accepted."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of arrays and objects in a request body; deeper is 400 ``invalid_request``."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Workers tried for one request before the first chunk (failover), the first included."""
     probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S
@@ -85,6 +89,8 @@ class GatewayConfig:
     quota_store_failure: str = DEFAULT_QUOTA_STORE_FAILURE
     """When the quota store is unreachable: ``closed`` refuses with 503 ``quota_store_unavailable``,
     ``open`` admits without quotas."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 
@@ -93,6 +99,8 @@ class GatewayConfig:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.max_json_depth < 1:
+            raise ValueError("max_json_depth must be at least 1")
         if not self.stall_timeout_s > 0:
             raise ValueError("stall_timeout_s must be a positive number of seconds")
         if self.encoder_threads < 1:

@@ -2,7 +2,9 @@
 
 The router probes each worker's ``/readyz``; :class:`WorkerReports` adds, on
 the same interval, what each healthy worker says of itself (engine, capacity,
-queue), for the gateway's ``/v1/system``.
+queue), for the gateway's ``/v1/system``, and the voices it offers, so the
+gateway's ``/v1/voices`` answers from memory instead of asking every worker
+for every request.
 """
 
 from __future__ import annotations
@@ -27,14 +29,22 @@ class WorkerReports:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.by_url: dict[str, dict[str, Any]] = {}
+        self.voices_by_url: dict[str, dict[str, Any]] = {}
+        """Each healthy worker's ``/v1/voices`` listing from the last probe."""
 
     async def refresh(self) -> None:
-        """Health-probe every worker and keep what each reports of itself."""
+        """Health-probe every worker and keep what each reports of itself and offers."""
         await self.router.probe_all()
-        reports = await fetch_json(self.router, "/v1/system")
-        self.by_url.clear()
-        for url, report in reports.items():
-            self.by_url[url] = {k: report[k] for k in WORKER_FIELDS if k in report}
+        reports, voices = await asyncio.gather(
+            fetch_json(self.router, "/v1/system"), fetch_json(self.router, "/v1/voices")
+        )
+        self.by_url = {url: {k: report[k] for k in WORKER_FIELDS if k in report} for url, report in reports.items()}
+        self.voices_by_url = voices
+
+    def listings(self) -> list[dict[str, Any]]:
+        """The voice listings of the workers that are healthy now."""
+        healthy = {e.url for e in self.router.endpoints if e.healthy}
+        return [listing for url, listing in self.voices_by_url.items() if url in healthy]
 
     async def refresh_forever(self, interval_s: float) -> None:
         while True:

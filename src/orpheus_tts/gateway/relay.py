@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
-from orpheus_tts.gateway.auth import Lease
+from orpheus_tts.gateway.quotas import Lease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
 
@@ -40,13 +40,37 @@ def ndjson_lines(batch: Sequence[Frame]) -> tuple[bytes]:
 
 
 class Draining:
-    """Counts running streams so shutdown can wait for them."""
+    """Counts running streams so shutdown can wait for them, and ends them itself when the grace runs out.
+
+    :meth:`begin_shutdown` (called as the server starts shutting down) refuses
+    new work and, ``grace_s`` later, completes :meth:`cut`: requests still
+    waiting for audio then answer 503 ``overloaded`` (retryable) and running
+    streams end with a ``cancelled`` error frame (retryable), so no client
+    sees a bare 500 or a stream cut without a word.
+    """
 
     def __init__(self) -> None:
         self.active = 0
         self.closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._cut: asyncio.Future[None] | None = None
+
+    def cut(self) -> asyncio.Future[None]:
+        """Completed once the drain grace has run out (created on first use, on the running loop)."""
+        if self._cut is None:
+            self._cut = asyncio.get_running_loop().create_future()
+        return self._cut
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """Take no new work; end what still runs after ``grace_s`` seconds."""
+        self.closing = True
+        asyncio.get_running_loop().call_later(grace_s, self._cut_now)
+
+    def _cut_now(self) -> None:
+        cut = self.cut()
+        if not cut.done():
+            cut.set_result(None)
 
     def enter(self) -> None:
         self.active += 1

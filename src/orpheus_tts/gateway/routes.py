@@ -36,7 +36,9 @@ from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, inline_refs, json_body_route, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 
-__all__ = ["SPEECH_SCHEMA", "add_gateway_routes"]
+__all__ = ["OPENAI_SPEECH_PATH", "SPEECH_SCHEMA", "add_gateway_routes"]
+
+OPENAI_SPEECH_PATH = "/v1/audio/speech"
 
 SPEECH_SCHEMA: dict[str, Any] = inline_refs(SpeechRequest.model_json_schema())
 """The OpenAI speech request's JSON schema, for the API docs."""
@@ -52,11 +54,13 @@ async def tts_stream(request: Request) -> Response:
     state = _state(request)
     request_id = request_id_of(request)
     id_header = {HEADER_REQUEST_ID: request_id}
-    max_chars = state.config.max_text_chars
+    max_chars, max_depth = state.config.max_text_chars, state.config.max_json_depth
     try:
         identity = state.admit(request.headers)
         tts_request = await read_parsed(
-            request, state.config.max_body_bytes, lambda body: parse_request(body, max_text_chars=max_chars)
+            request,
+            state.config.max_body_bytes,
+            lambda body: parse_request(body, max_text_chars=max_chars, max_json_depth=max_depth),
         )
     except ServiceError as exc:
         extra = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
@@ -77,11 +81,13 @@ async def audio_speech(request: Request) -> Response:
     """OpenAI-compatible speech: encoded audio (or SSE events) streamed as it is synthesized."""
     state = _state(request)
     request_id = request_id_of(request)
-    max_chars = state.config.max_text_chars
+    max_chars, max_depth = state.config.max_text_chars, state.config.max_json_depth
     try:
         identity = state.admit(request.headers)
         speech = await read_parsed(
-            request, state.config.max_body_bytes, lambda body: parse_speech_request(body, max_text_chars=max_chars)
+            request,
+            state.config.max_body_bytes,
+            lambda body: parse_speech_request(body, max_text_chars=max_chars, max_json_depth=max_depth),
         )
         tts_request = to_tts_request(speech)
     except ServiceError as exc:
@@ -101,8 +107,11 @@ async def voices(request: Request) -> JSONResponse:
 
 
 async def system(request: Request) -> JSONResponse:
-    """The gateway and every worker: health, circuit, latency, load, capacity."""
-    return JSONResponse(system_report(_state(request)))
+    """The gateway and every worker: health, circuit, latency, load, capacity; with keys
+    configured, only for a key holder (it names the workers' internal addresses)."""
+    state = _state(request)
+    state.auth.authenticate(request.headers)
+    return JSONResponse(system_report(state))
 
 
 SPEECH_ROUTE = json_body_route(
@@ -113,6 +122,6 @@ SPEECH_ROUTE = json_body_route(
 def add_gateway_routes(app: FastAPI) -> None:
     """Register the gateway's own routes on ``app`` (its state on ``app.state.gateway``)."""
     app.add_api_route("/v1/tts/stream", tts_stream, methods=["POST"], **TTS_STREAM_ROUTE)
-    app.add_api_route("/v1/audio/speech", audio_speech, methods=["POST"], **SPEECH_ROUTE)
+    app.add_api_route(OPENAI_SPEECH_PATH, audio_speech, methods=["POST"], **SPEECH_ROUTE)
     app.add_api_route("/v1/voices", voices, methods=["GET"])
     app.add_api_route("/v1/system", system, methods=["GET"])

@@ -9,6 +9,7 @@ frame (``deadline_exceeded``, ``worker_lost``) instead of ever going silent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -16,7 +17,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from orpheus_tts.aio import DeadlinePassed, run_before
+from orpheus_tts.aio import DeadlinePassed, Stopped, run_before
 from orpheus_tts.gateway.config import DEFAULT_STALL_TIMEOUT_S, GatewayConfig
 from orpheus_tts.protocol import (
     HEADER_INFLIGHT,
@@ -56,6 +57,8 @@ class UpstreamStream:
     arrived: float
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     """Longest silence between two reads of the worker's stream before it counts as lost."""
+    stop: asyncio.Future[None] | None = None
+    """Completed when the gateway's drain grace runs out: the stream then ends ``cancelled``."""
     outcome: str = field(default="cancelled")
 
     @property
@@ -76,7 +79,10 @@ class UpstreamStream:
             while True:
                 stall_at = time.monotonic() + self.stall_timeout_s
                 try:
-                    frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at))
+                    frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at), self.stop)
+                except Stopped:
+                    yield self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)
+                    return
                 except DeadlinePassed:
                     if time.monotonic() < self.deadline:
                         await self.routed.fail()

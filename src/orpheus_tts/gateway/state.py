@@ -9,6 +9,7 @@ bookkeeping done once).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,17 +18,19 @@ from typing import TypeVar
 
 import httpx
 
-from orpheus_tts.gateway.auth import Authenticator, Identity, Lease
+from orpheus_tts.aio import Stopped, run_before
+from orpheus_tts.gateway.auth import Authenticator, Identity
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.discovery import WorkerDiscovery
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.gateway.probes import WorkerReports
+from orpheus_tts.gateway.quotas import Lease
 from orpheus_tts.gateway.relay import Draining, Relay, Render
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ErrorCode, ServiceError, TTSRequest
 from orpheus_tts.routing import Endpoint, Router, RoutingSettings
 
-__all__ = ["GatewayState", "build_state"]
+__all__ = ["SERVER_FAILURES", "GatewayState", "build_state", "counts_against_quota"]
 
 T = TypeVar("T")
 
@@ -58,20 +61,50 @@ class GatewayState:
         return self.auth.authenticate(headers)
 
     async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, Lease]:
-        """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio."""
+        """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio.
+
+        A request refused on the way (see :func:`counts_against_quota`) gives its
+        place in the quota back; one that reaches its first audio counts. If the
+        drain grace runs out first, the answer is 503 ``overloaded`` (retryable).
+        """
         try:
             lease = self.auth.acquire(identity)
         except ServiceError as exc:
             self.metrics.outcome(exc.code.value)
             raise
         try:
-            return await self.service.open(request, request_id), lease
-        except BaseException:
-            lease.release()
+            upstream = await run_before(self.service.open(request, request_id), math.inf, self.draining.cut())
+        except Stopped:
+            lease.refund()
+            self.metrics.outcome(ErrorCode.OVERLOADED.value)
+            raise ServiceError(
+                ErrorCode.OVERLOADED, "the gateway shut down before the first audio", retry_after_s=1
+            ) from None
+        except BaseException as exc:
+            if counts_against_quota(exc):
+                lease.release()
+            else:
+                lease.refund()
             raise
+        upstream.stop = self.draining.cut()
+        return upstream, lease
 
     def relay(self, upstream: UpstreamStream, lease: Lease, render: Render[T]) -> Relay[T]:
         return Relay(upstream, lease, render, self.service, self.draining)
+
+
+SERVER_FAILURES = frozenset({ErrorCode.ENGINE_ERROR, ErrorCode.WORKER_LOST, ErrorCode.INTERNAL})
+"""Failures before audio that are the servers' doing: such a request still counts against its key's quota."""
+
+
+def counts_against_quota(error: BaseException) -> bool:
+    """Whether a request that failed before its first audio counts against its key's rate quota.
+
+    Only failures on the servers' side do; refusals (4xx: an unknown voice or
+    parameter; 503: no capacity; 504: the deadline before any audio) and a
+    client that gave up do not.
+    """
+    return isinstance(error, ServiceError) and error.code in SERVER_FAILURES
 
 
 def build_state(

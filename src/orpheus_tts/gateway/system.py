@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from orpheus_tts import __version__
-from orpheus_tts.gateway.probes import fetch_json
+from orpheus_tts.gateway.probes import WORKER_FIELDS
 from orpheus_tts.gateway.state import GatewayState
 from orpheus_tts.routing import EndpointSnapshot
 
@@ -15,12 +15,12 @@ __all__ = ["system_report", "voices_listing"]
 
 
 async def voices_listing(state: GatewayState) -> dict[str, Any]:
-    """The union of the voices the healthy workers offer."""
+    """The union of the voices the healthy workers offer, as of the last health probe."""
     merged: dict[str, dict[str, Any]] = {}
     engines: set[str] = set()
     parameters: dict[str, Any] = {}
     default = None
-    for listing in (await fetch_json(state.router, "/v1/voices")).values():
+    for listing in state.reports.listings():
         engines.add(str(listing.get("engine")))
         default = default or listing.get("default")
         for voice in listing.get("voices", []):
@@ -38,7 +38,9 @@ async def voices_listing(state: GatewayState) -> dict[str, Any]:
 def system_report(state: GatewayState) -> dict[str, Any]:
     """The gateway and every worker: health, circuit, latency, load, capacity."""
     reports = state.reports.by_url
-    workers = [{**_snapshot_json(s), **reports.get(s.url, {})} for s in state.router.snapshots()]
+    unknown = dict.fromkeys(WORKER_FIELDS)  # an unreachable worker's fields are null, not missing
+    workers = [{**_snapshot_json(s), **unknown, **reports.get(s.url, {})} for s in state.router.snapshots()]
+    config = state.config
     return {
         "version": __version__,
         "role": "gateway",
@@ -46,6 +48,15 @@ def system_report(state: GatewayState) -> dict[str, Any]:
         "auth": "keys" if state.auth.enabled else "open",
         "hedge_ttfb_ms": state.settings.hedge_ttfb_ms,
         "active_streams": state.draining.active,
+        "limits": {
+            "default_timeout_s": config.default_timeout_s,
+            "max_timeout_s": config.max_timeout_s,
+            "max_text_chars": config.max_text_chars,
+            "max_body_bytes": config.max_body_bytes,
+            "max_json_depth": config.max_json_depth,
+            "stall_timeout_s": config.stall_timeout_s,
+            "drain_grace_s": config.drain_grace_s,
+        },
         "workers": workers,
         "totals": {
             "workers": len(workers),

@@ -335,12 +335,13 @@ class _Race:
                 if not pending:
                     self._fail_over()
                     continue
-                done, _ = await asyncio.wait(
-                    [*pending, self.lost], timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED
+                waiting: list[asyncio.Future[Any]] = [*pending, self.lost]
+                finished, _ = await asyncio.wait(
+                    waiting, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED
                 )
-                if self.lost in done:
-                    done.discard(self.lost)
+                if self.lost in finished:
                     await self._drop_lost()
+                done = {t for t in pending if t in finished}
                 if not done:
                     if self._hedge_wait() == 0.0:
                         self._launch_hedge()

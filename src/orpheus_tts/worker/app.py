@@ -52,13 +52,14 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
         lifespan=lifespan,
         readiness=_readiness,
         render_metrics=lambda app: metrics.render(),
+        http=config.http,
     )
     app.state.ready = False
     app.state.service = service
     app.state.metrics = metrics
 
     def parse(body: bytes) -> TTSRequest:
-        tts_request = parse_request(body, max_text_chars=config.max_text_chars)
+        tts_request = parse_request(body, max_text_chars=config.max_text_chars, max_json_depth=config.max_json_depth)
         service.validate(tts_request)
         return tts_request
 
@@ -112,6 +113,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
                     "max_timeout_s": config.max_timeout_s,
                     "max_text_chars": config.max_text_chars,
                     "max_body_bytes": config.max_body_bytes,
+                    "max_json_depth": config.max_json_depth,
                 },
             }
         )

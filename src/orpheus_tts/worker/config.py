@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from orpheus_tts.serving.settings import HttpSettings
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -40,12 +43,16 @@ class WorkerConfig:
     """Longest ``text`` accepted; longer is 413 ``text_too_long``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger is 413 ``body_too_large``."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of arrays and objects in a request body; deeper is 400 ``invalid_request``."""
     max_chunk_samples: int = DEFAULT_MAX_CHUNK_SAMPLES
     """Largest audio chunk frame, in samples (4 800 = 200 ms)."""
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
     """``Retry-After`` sent with 503 ``overloaded``."""
     worker_id: str = "worker"
     """Name reported in ``metrics`` frames and ``/v1/system``."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
 
     def __post_init__(self) -> None:
         if self.capacity is not None and self.capacity < 1:
@@ -54,6 +61,8 @@ class WorkerConfig:
             raise ValueError("max_queue must not be negative")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
+        if self.max_json_depth < 1:
+            raise ValueError("max_json_depth must be at least 1")
         if self.max_chunk_samples < 1:
             raise ValueError("max_chunk_samples must be at least 1")
 
