@@ -81,7 +81,7 @@ class UpstreamStream:
                 try:
                     frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at), self.stop)
                 except Stopped:
-                    yield self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)
+                    yield [self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)]
                     return
                 except DeadlinePassed:
                     if time.monotonic() < self.deadline:
