@@ -81,6 +81,7 @@ class ErrorCode(str, Enum):
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
     NO_WORKERS = "no_workers"
+    QUOTA_STORE_UNAVAILABLE = "quota_store_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     ENGINE_ERROR = "engine_error"
     WORKER_LOST = "worker_lost"
@@ -129,6 +130,7 @@ _HTTP_STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NO_WORKERS: 503,
+    ErrorCode.QUOTA_STORE_UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.ENGINE_ERROR: 500,
     ErrorCode.WORKER_LOST: 502,
@@ -141,6 +143,7 @@ _RETRYABLE = frozenset(
         ErrorCode.RATE_LIMITED,
         ErrorCode.OVERLOADED,
         ErrorCode.NO_WORKERS,
+        ErrorCode.QUOTA_STORE_UNAVAILABLE,
         ErrorCode.WORKER_LOST,
     }
 )

@@ -82,6 +82,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await state.router.aclose()
+        await state.quotas.aclose()
         if state.discovery is not None:
             await state.discovery.aclose()
         state.encoders.shutdown(wait=False, cancel_futures=True)

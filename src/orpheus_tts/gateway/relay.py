@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
-from orpheus_tts.gateway.quotas import Lease
+from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
 
@@ -97,7 +97,7 @@ class Relay(Generic[T]):
     def __init__(
         self,
         upstream: UpstreamStream,
-        lease: Lease,
+        lease: QuotaLease,
         render: Render[T],
         service: GatewayService,
         draining: Draining,

@@ -24,7 +24,7 @@ from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.discovery import WorkerDiscovery
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.gateway.probes import WorkerReports
-from orpheus_tts.gateway.quotas import Lease
+from orpheus_tts.gateway.quota_store import QuotaLease, QuotaStore, create_quota_store
 from orpheus_tts.gateway.relay import Draining, Relay, Render
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ErrorCode, ServiceError, TTSRequest
@@ -46,6 +46,8 @@ class GatewayState:
     metrics: GatewayMetrics
     service: GatewayService
     reports: WorkerReports
+    quotas: QuotaStore
+    """Where the keys' quotas are counted: ``auth.quotas`` in memory, or a shared store."""
     encoders: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
     """The bounded pool the OpenAI endpoint's audio encoders run on (``config.encoder_threads``)."""
     discovery: WorkerDiscovery | None = None
@@ -60,7 +62,7 @@ class GatewayState:
             raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
         return self.auth.authenticate(headers)
 
-    async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, Lease]:
+    async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, QuotaLease]:
         """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio.
 
         A request refused on the way (see :func:`counts_against_quota`) gives its
@@ -68,7 +70,7 @@ class GatewayState:
         drain grace runs out first, the answer is 503 ``overloaded`` (retryable).
         """
         try:
-            lease = self.auth.acquire(identity)
+            lease = await self.quotas.acquire(identity.name, identity.limits)
         except ServiceError as exc:
             self.metrics.outcome(exc.code.value)
             raise
@@ -89,7 +91,7 @@ class GatewayState:
         upstream.stop = self.draining.cut()
         return upstream, lease
 
-    def relay(self, upstream: UpstreamStream, lease: Lease, render: Render[T]) -> Relay[T]:
+    def relay(self, upstream: UpstreamStream, lease: QuotaLease, render: Render[T]) -> Relay[T]:
         return Relay(upstream, lease, render, self.service, self.draining)
 
 
@@ -136,6 +138,7 @@ def build_state(
     return GatewayState(
         config=config,
         auth=auth,
+        quotas=create_quota_store(config, auth.quotas),
         settings=settings,
         router=router,
         metrics=metrics,
