@@ -16,6 +16,10 @@ JSON says so. Writes ``bench/results/NAME.json`` and ``NAME.png`` (``NAME``
 is ``proxy`` unless ``--name`` says otherwise; ``--smoke`` is a reduced run
 for the test suite, written as ``proxy_smoke``).
 
+With ``--profile`` (and ``py-spy`` installed) the gateway is then sampled
+under load at concurrency 16 for ``--profile-s`` seconds, and the JSON says
+where its CPU time went, by layer (the innermost frame of each sample).
+
 Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
@@ -42,6 +46,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import common
 from bench.common import machine, percentile, pyplot, save_figure, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
 from orpheus_tts.serving.local import free_port, wait_ready
@@ -75,6 +80,7 @@ http {{
             proxy_pass http://worker;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header Host {upstream};
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_read_timeout 120s;
@@ -199,6 +205,71 @@ async def _measure(paths: dict[str, tuple[str, int | None]], levels: list[int], 
     return results
 
 
+PROFILE_LAYERS = (
+    ("orpheus_tts relay, routing and serving", ("orpheus_tts/",)),
+    ("uvicorn HTTP server", ("uvicorn/", "httptools")),
+    ("starlette and fastapi (routing, middleware)", ("starlette/", "fastapi/")),
+    ("httpx client (request building, auth, redirects, cookies)", ("httpx/",)),
+    ("aiohttp client and its httpx transport", ("aiohttp/", "httpx_aiohttp/", "multidict", "yarl")),
+    ("json and base64", ("json/", "base64")),
+    ("asyncio tasks and futures (Python)", ("asyncio/tasks.py", "asyncio/futures", "asyncio/locks", "asyncio/base_")),
+)
+"""py-spy frames are filed under the first layer whose pattern their file matches; the rest is 'other'."""
+EVENT_LOOP = "event loop and socket I/O (uvloop, in C)"
+
+
+def _layer(frame: str) -> str:
+    if frame.startswith(("run (asyncio/runners.py", "Runner.run (", "run_until_complete")):
+        return EVENT_LOOP  # no Python frame below: the sample was in uvloop's C code or the kernel
+    for name, patterns in PROFILE_LAYERS:
+        if any(p in frame for p in patterns):
+            return name
+    return "other"
+
+
+def _profile(gateway: str, pid: int, seconds: float) -> dict[str, Any] | None:
+    """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed: no profile")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "profile.txt"
+        cmd = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(raw)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        async def load() -> int:
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+                streams, started = 0, time.monotonic()
+                while proc.poll() is None and time.monotonic() - started < seconds + 30:
+                    await _batch(client, gateway, 64, 16)
+                    streams += 64
+                return streams
+
+        streams = asyncio.run(load())
+        proc.wait(timeout=60)
+        if proc.returncode != 0 or not raw.exists():
+            print("py-spy could not sample the gateway (it needs ptrace permission): no profile")
+            return None
+        by_layer: dict[str, int] = {}
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            leaf = stack.split(";")[-1]
+            by_layer[_layer(leaf)] = by_layer.get(_layer(leaf), 0) + int(count)
+            total += int(count)
+    return {
+        "tool": "py-spy record -r 200 (self time of the innermost frame)",
+        "seconds": seconds,
+        "streams_during": streams,
+        "samples": total,
+        "percent_by_layer": {k: round(100 * v / total, 1) for k, v in sorted(by_layer.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def _compare(row: dict[str, Any]) -> None:
     """Gateway against nginx: the ratios and whether each target is met."""
     if "nginx" not in row:
@@ -256,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path and level")
     parser.add_argument("--name", default=None, help="results file name (default proxy, or proxy_smoke)")
     parser.add_argument("--smoke", action="store_true", help="a reduced run (the test suite's)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--profile", action="store_true", help="then sample the gateway with py-spy")
+    parser.add_argument("--profile-s", type=float, default=15.0, help="seconds to sample")
     args = parser.parse_args(argv)
+    if args.out:
+        common.RESULTS_DIR = Path(args.out)
     if args.smoke:
         args.requests, args.concurrency, args.rounds = 8, [1, 4], 1
     name = args.name or ("proxy_smoke" if args.smoke else "proxy")
@@ -274,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         url, gw_proc = stack.enter_context(_orpheus("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))
+        profile = _profile(url, gw_proc.pid, args.profile_s) if args.profile else None
     write_json(
         name,
         {
@@ -282,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             "paths": list(paths),
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,
+            "gateway_profile": profile,
             "targets": {
                 "cpu": f"gateway CPU per stream <= {TARGET_CPU_RATIO}x nginx",
                 "throughput": f"gateway >= {TARGET_THROUGHPUT_RATIO}x nginx at 16 and 64",
@@ -290,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     _plot(results, list(paths), name)
-    print(f"wrote bench/results/{name}.json and bench/results/{name}.png")
+    print(f"wrote {name}.json and {name}.png in {common.RESULTS_DIR}")
     return 0
 
 
