@@ -39,6 +39,7 @@ from orpheus_tts.worker.config import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_WORKER_DRAIN_GRACE_S,
     WorkerConfig,
 )
 
@@ -271,19 +272,26 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         max_text_chars=args.max_text_chars,
         max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+        drain_grace_s=args.drain_grace_s,
         http=_http_settings(args),
     )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from orpheus_tts.engines.registry import create_engine
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
     from orpheus_tts.worker.app import create_app
 
     engine = create_engine(args.engine, **_engine_options(args))
     config = _worker_config(args)
     app = create_app(engine, config)
     server, sockets = _serve_http(
-        app, args.host, args.port, config.http, log_level=args.log_level, timeout_graceful_shutdown=30
+        app,
+        args.host,
+        args.port,
+        config.http,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=uvicorn_grace_s(config.drain_grace_s),
     )
     server.run(sockets=sockets)
     return 0
@@ -490,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
     worker.add_argument("--port", type=int, default=_env("PORT", str(DEFAULT_WORKER_PORT)))
     worker.add_argument("--worker-id", default=None, help="name reported in metrics frames")
+    worker.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=_env("DRAIN_GRACE_S", str(DEFAULT_WORKER_DRAIN_GRACE_S)),
+        help="on shutdown, how long running requests may take",
+    )
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -62,6 +62,10 @@ def outcomes(gateway: str) -> Counter[str]:
     return counts
 
 
+def changed(gateway: str, before: Counter[str]) -> Callable[[], bool]:
+    return lambda: outcomes(gateway) != before
+
+
 @pytest.mark.parametrize("route", list(ROUTES))
 async def test_each_outcome_is_counted_once_as_what_happened(open_gateway: str, route: str) -> None:
     path = ROUTES[route]
@@ -79,7 +83,7 @@ async def test_each_outcome_is_counted_once_as_what_happened(open_gateway: str, 
             with pytest.raises(httpx.RemoteProtocolError) if cut else contextlib.nullcontext():
                 response = await client.post(path, json=request)
                 assert response.status_code == status, (outcome, response.text[:200])
-            assert await eventually(lambda b=before: outcomes(open_gateway) != b), outcome
+            assert await eventually(changed(open_gateway, before)), outcome
             assert outcomes(open_gateway) - before == Counter({outcome: 1}), outcome
         before = outcomes(open_gateway)
         long = body(route, "A long one. " * 20, fault_piece_delay_ms=100)

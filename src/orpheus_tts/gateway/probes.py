@@ -35,9 +35,9 @@ class WorkerReports:
     async def refresh(self) -> None:
         """Health-probe every worker and keep what each reports of itself and offers."""
         await self.router.probe_all()
-        reports, voices = await asyncio.gather(
-            fetch_json(self.router, "/v1/system"), fetch_json(self.router, "/v1/voices")
-        )
+        # One after the other: each reuses the probe's connection instead of opening another.
+        reports = await fetch_json(self.router, "/v1/system")
+        voices = await fetch_json(self.router, "/v1/voices")
         self.by_url = {url: {k: report[k] for k in WORKER_FIELDS if k in report} for url, report in reports.items()}
         self.voices_by_url = voices
 

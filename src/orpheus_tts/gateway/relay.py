@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
+from orpheus_tts.serving.shutdown import GraceCut
 
 __all__ = ["Draining", "Relay", "ndjson_lines", "same_frames"]
 
@@ -51,26 +52,26 @@ class Draining:
 
     def __init__(self) -> None:
         self.active = 0
-        self.closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._cut: asyncio.Future[None] | None = None
+        self._grace = GraceCut()
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: new work is refused."""
+        return self._grace.closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self._grace.closing = value
 
     def cut(self) -> asyncio.Future[None]:
         """Completed once the drain grace has run out (created on first use, on the running loop)."""
-        if self._cut is None:
-            self._cut = asyncio.get_running_loop().create_future()
-        return self._cut
+        return self._grace.future()
 
     def begin_shutdown(self, grace_s: float) -> None:
         """Take no new work; end what still runs after ``grace_s`` seconds."""
-        self.closing = True
-        asyncio.get_running_loop().call_later(grace_s, self._cut_now)
-
-    def _cut_now(self) -> None:
-        cut = self.cut()
-        if not cut.done():
-            cut.set_result(None)
+        self._grace.begin(grace_s)
 
     def enter(self) -> None:
         self.active += 1

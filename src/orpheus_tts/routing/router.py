@@ -110,6 +110,13 @@ class Router:
         self._endpoints: list[Endpoint] = []
         for item in endpoints:
             self.add_endpoint(item)
+        # Endpoints built a few microseconds apart would have priors faded by different amounts,
+        # and the first-listed would always win the first choice: start them at one instant, so
+        # equal endpoints tie exactly and the tie breaks at random.
+        start = self._clock()
+        for endpoint in self._endpoints:
+            if not endpoint.ttfb.samples:
+                endpoint.ttfb.restart(endpoint.ttfb.prior_ms, start)
         self._hedge_budget = Budget(
             self.settings.hedge_budget_ratio,
             self.settings.hedge_budget_reserve,

@@ -42,10 +42,7 @@ class PeakEwma:
         return math.exp(-max(0.0, now - self._stamp) / self.decay_s)
 
     def value(self, now: float) -> float:
-        """The estimate at ``now``; the prior, before any sample, does not fade (it is not news),
-        so endpoints that share a prior tie exactly and the tie breaks at random."""
-        if not self.samples:
-            return max(self._value_ms, self.floor_ms)
+        """The estimate at ``now`` (never below a held censored floor)."""
         return max(self._value_ms * self._weight(now), self.floor_ms)
 
     def restart(self, prior_ms: float, now: float) -> None:

@@ -57,7 +57,8 @@ class HttpSettings:
     metrics_port: int | None = None
     """Serve ``/metrics`` only on this port (a second listener on the same host); ``None``: on the main port."""
     api_docs: bool = False
-    """Serve ``/docs`` and ``/redoc`` (their scripts and styles come from the package, never a CDN)."""
+    """Serve ``/docs`` and ``/redoc``. Their pages load Swagger UI and ReDoc from a public CDN onto
+    this origin, where the playground keeps its key: off by default; ``/openapi.json`` is always served."""
 
     def __post_init__(self) -> None:
         for name in ("max_header_line_bytes", "max_header_bytes", "max_connections"):

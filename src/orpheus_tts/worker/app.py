@@ -6,8 +6,10 @@ shared ``/metrics``, ``/healthz``, ``/readyz`` (``serving/app.py``).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,18 +17,46 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from orpheus_tts import __version__
+from orpheus_tts.aio import Stopped, run_before
 from orpheus_tts.engines.base import Engine
-from orpheus_tts.protocol import HEADER_REQUEST_ID, ErrorCode, ServiceError, TTSRequest, parse_request
+from orpheus_tts.protocol import (
+    HEADER_REQUEST_ID,
+    ErrorCode,
+    ErrorFrame,
+    ServiceError,
+    TTSRequest,
+    encode_frame,
+    parse_request,
+)
 from orpheus_tts.serving.app import create_server_app
 from orpheus_tts.serving.errors import error_response
 from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
 from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
+from orpheus_tts.serving.shutdown import GraceCut, cut_short
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.service import SynthesisService
 
 __all__ = ["create_app"]
+
+_SHUT_DOWN_FRAME = encode_frame(
+    ErrorFrame(ErrorCode.CANCELLED.value, "the worker shut down during the stream", retryable=True)
+)
+
+
+async def _until_cut(preparing: Awaitable[PreparedStream], grace: GraceCut) -> PreparedStream:
+    """``preparing``, unless the drain grace runs out first (503, retryable); the stream it
+    becomes ends with a ``cancelled`` frame (retryable) if the grace runs out while it plays."""
+    if grace.closing:
+        raise ServiceError(ErrorCode.OVERLOADED, "the worker is shutting down", retry_after_s=1)
+    try:
+        prepared = await run_before(preparing, math.inf, grace.future())
+    except Stopped:
+        raise ServiceError(
+            ErrorCode.OVERLOADED, "the worker shut down before the first audio", retry_after_s=1
+        ) from None
+    return dataclasses.replace(prepared, body=cut_short(prepared.body, grace.future(), _SHUT_DOWN_FRAME))
 
 
 def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
@@ -57,6 +87,8 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
     app.state.ready = False
     app.state.service = service
     app.state.metrics = metrics
+    grace = GraceCut()
+    app.state.begin_shutdown = lambda: grace.begin(config.drain_grace_s)
 
     def parse(body: bytes) -> TTSRequest:
         tts_request = parse_request(body, max_text_chars=config.max_text_chars, max_json_depth=config.max_json_depth)
@@ -76,7 +108,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
             return error_response(ServiceError(ErrorCode.OVERLOADED, "engine is not loaded yet", retry_after_s=1))
 
         async def prepare() -> PreparedStream:
-            return await service.prepare(tts_request)
+            return await _until_cut(service.prepare(tts_request), grace)
 
         return PreparedStreamResponse(prepare, headers=id_header)
 

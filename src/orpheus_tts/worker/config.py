@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
     "DEFAULT_MAX_TIMEOUT_S",
     "DEFAULT_RETRY_AFTER_S",
+    "DEFAULT_WORKER_DRAIN_GRACE_S",
     "WorkerConfig",
 ]
 
@@ -25,6 +26,7 @@ DEFAULT_MAX_TEXT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_CHUNK_SAMPLES = 4_800
 DEFAULT_RETRY_AFTER_S = 1.0
+DEFAULT_WORKER_DRAIN_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class WorkerConfig:
     """Largest audio chunk frame, in samples (4 800 = 200 ms)."""
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
     """``Retry-After`` sent with 503 ``overloaded``."""
+    drain_grace_s: float = DEFAULT_WORKER_DRAIN_GRACE_S
+    """On shutdown, how long running requests may take; then those still waiting for audio get
+    503 ``overloaded`` and running streams a ``cancelled`` error frame, both retryable."""
     worker_id: str = "worker"
     """Name reported in ``metrics`` frames and ``/v1/system``."""
     http: HttpSettings = field(default_factory=HttpSettings)
