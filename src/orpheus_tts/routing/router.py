@@ -471,13 +471,29 @@ class _Race:
         return max(reversed(self.errors), key=lambda e: _ERROR_RANK.get(type(e), 0))
 
     async def _cancel_others(self, winner: RoutedStream | None) -> None:
-        """Cancel every attempt but the winner, closing their connections at once."""
-        losers = [t for t in self.tasks if not t.done()]
-        for task in losers:
-            task.cancel()
-        if losers:
-            await asyncio.wait(losers)
+        """Cancel every attempt but the winner, closing their connections at once.
+
+        When a race was won, a loser still waiting for its first audio goes on in
+        the background for up to ``hedge_loser_wait_ms`` instead (see
+        :func:`_measure_loser`): its real latency, not a lower bound, is what
+        the scoring learns, so hedging does not make a slow endpoint look faster
+        than it is.
+        """
+        pending = [t for t in self.tasks if not t.done()]
+        wait_s = self.router.settings.hedge_loser_wait_ms / 1000.0
+        measured = set(pending) if winner is not None and wait_s > 0 else set()
+        for task in pending:
+            if task in measured:
+                attempt = self.tasks[task]
+                attempt.endpoint.run_in_background(_measure_loser(task, attempt), wait_s)
+            else:
+                task.cancel()
+        cancelled = [t for t in pending if t not in measured]
+        if cancelled:
+            await asyncio.wait(cancelled)
         for task, attempt in self.tasks.items():
+            if task in measured:
+                continue
             if task.cancelled():
                 attempt.abandon()  # a task cancelled before it ran never accounted for itself
                 continue
@@ -486,3 +502,17 @@ class _Race:
                 if stream is not winner:
                     attempt.abandon()
                     await stream.close_transport()
+
+
+async def _measure_loser(task: asyncio.Task[RoutedStream], attempt: Attempt) -> None:
+    """Let a hedged race's loser reach its first audio (which records its latency), then close it.
+
+    Run with a time limit: when it runs out, cancelling this cancels the attempt,
+    which then records the time it waited as a lower bound.
+    """
+    try:
+        stream = await task
+    except UpstreamError:
+        return  # its verdict is recorded already
+    attempt.abandon()
+    await stream.close_transport()
