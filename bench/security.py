@@ -180,7 +180,7 @@ def _serve(protocol: str, port: int) -> None:
 
     app = create_app(ToneEngine(capacity=64), WorkerConfig(max_queue=256))
     http: Any = guarded_protocol(HttpSettings()) if protocol == "guarded" else protocol
-    extra = {"h11_max_incomplete_event_size": DEFAULT_MAX_HEADER_BYTES} if protocol == "h11" else {}
+    extra: dict[str, Any] = {"h11_max_incomplete_event_size": DEFAULT_MAX_HEADER_BYTES} if protocol == "h11" else {}
     uvicorn.run(app, host=LOOPBACK, port=port, http=http, log_level="warning", **extra)
 
 

@@ -230,7 +230,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self.reading.pop(self, None)
         cycle = self.cycle
-        self._phase = _IDLE if cycle is not None and cycle.response_complete else _BUSY
+        if cycle is not None and cycle.response_complete:  # answered before the body was read (413)
+            self._phase = _IDLE
+            self.reading[self] = None
+        else:
+            self._phase = _BUSY
 
     def on_response_complete(self) -> None:
         if self._phase == _BUSY and not self.pipeline:
