@@ -63,10 +63,21 @@ def test_defaults_and_constants_are_the_real_ones() -> None:
     assert routing["hedge_ttfb_ms"].default == repr(RoutingSettings().hedge_ttfb_ms)
 
 
+def _choices(flag: str) -> list[str]:
+    for parser in configdoc._subparsers().values():
+        for action in parser._actions:
+            if flag in action.option_strings and action.choices:
+                return [str(c) for c in action.choices]
+    return []
+
+
 def value_for(field: configdoc.FieldDoc) -> tuple[str | None, object]:
     """A command-line value for the field (``None``: a switch), and what the field should then hold."""
     if field.type == "bool":
         return None, True
+    choices = [c for flag in field.flags for c in _choices(flag) if repr(c) != field.default]
+    if choices:  # a flag with a fixed set of values: one that is not the default
+        return choices[0], choices[0]
     if field.type.startswith("tuple"):
         return "http://w:8001", ("http://w:8001",)
     if field.type.startswith("int"):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from orpheus_tts.protocol import (
     ChunkFrame,
+    ChunkLine,
     EosFrame,
     ErrorCode,
     ErrorFrame,
@@ -19,6 +20,7 @@ from orpheus_tts.protocol import (
     ProtocolError,
     RequestError,
     StreamTracker,
+    chunk_line,
     encode_frame,
     parse_request,
 )
@@ -173,3 +175,69 @@ def test_error_codes_map_to_statuses() -> None:
     assert ErrorCode.OVERLOADED.retryable
     assert not ErrorCode.INVALID_REQUEST.retryable
     assert ErrorCode.parse("never-heard-of-it") is ErrorCode.INTERNAL
+
+
+# --------------------------------------------------------------------------- chunks kept as lines
+
+
+@given(frames=st.lists(frame_st, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_lazy_decoder_gives_the_same_frames_and_relays_the_same_bytes(frames: list, cuts: list[int]) -> None:
+    data = b"".join(encode_frame(f) for f in frames)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    decoder = FrameDecoder(lazy_audio=True)
+    out = []
+    last = 0
+    for point in [*points, len(data)]:
+        out.extend(decoder.feed(data[last:point]))
+        last = point
+    out.extend(decoder.close())
+    assert all(isinstance(f, ChunkLine) for f in out if isinstance(f, ChunkFrame))
+    assert out == frames
+    assert b"".join(encode_frame(f) for f in out) == data  # chunks relayed byte for byte
+
+
+def test_a_chunk_line_is_not_decoded_until_its_audio_is_asked_for() -> None:
+    line = encode_frame(ChunkFrame(7, b"\x01\x00\x02\x00"))
+    frame = chunk_line(line.rstrip(b"\n"))
+    assert frame is not None
+    assert (frame.seq, frame.samples, frame.line) == (7, 2, line)
+    assert "pcm" not in vars(frame)
+    assert frame.pcm == b"\x01\x00\x02\x00"
+    assert "pcm" in vars(frame)  # decoded once, then kept
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"chunk","seq":0,"samples":2,"audio":"AQACAA"}',  # no padding: not a multiple of 4
+        b'{"type":"chunk","seq":0,"samples":2,"audio":"AQ*CAA=="}',  # outside the alphabet
+        b'{"type":"chunk","seq":0,"samples":3,"audio":"AQACAA=="}',  # 2 samples declared as 3
+        b'{"type":"chunk","seq":0,"samples":1,"audio":"AQ=A"}',  # padding in the middle
+    ],
+)
+def test_a_canonical_chunk_with_bad_audio_breaks_the_stream(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        FrameDecoder(lazy_audio=True).feed(line + b"\n")
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(line + b"\n")  # the full decoder agrees
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"chunk","seq":0,"audio":"AQACAA==","samples":2}',  # other key order
+        b'{"type":"chunk","seq":0,"samples":2,"audio":"AQACAA==","extra":1}',  # an unknown field
+        b'{"type": "chunk", "seq": 0, "samples": 2, "audio": "AQACAA=="}',  # spaces
+        b'{"type":"chunk","seq":00,"samples":2,"audio":"AQACAA=="}',  # not JSON: a leading zero
+    ],
+)
+def test_any_other_chunk_shape_is_decoded_in_full(line: bytes) -> None:
+    assert chunk_line(line) is None
+    try:
+        expected = FrameDecoder().feed(line + b"\n")
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            FrameDecoder(lazy_audio=True).feed(line + b"\n")
+    else:
+        assert FrameDecoder(lazy_audio=True).feed(line + b"\n") == expected

@@ -13,8 +13,13 @@ from typing import Any
 
 from orpheus_tts import __version__
 from orpheus_tts.gateway.config import (
+    DEFAULT_DNS_REFRESH_S,
     DEFAULT_DRAIN_GRACE_S,
+    DEFAULT_ENCODER_THREADS,
     DEFAULT_PROBE_INTERVAL_S,
+    DEFAULT_QUOTA_LEASE_S,
+    DEFAULT_QUOTA_STORE_FAILURE,
+    DEFAULT_QUOTA_STORE_TIMEOUT_S,
     DEFAULT_STALL_TIMEOUT_S,
     GatewayConfig,
 )
@@ -163,6 +168,36 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
         help="end a worker's stream as worker_lost after this long without a byte",
     )
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=_env("ENCODER_THREADS", str(DEFAULT_ENCODER_THREADS)),
+        help="threads for the OpenAI endpoint's audio encoders",
+    )
+    quotas = parser.add_argument_group("shared quotas")
+    quotas.add_argument(
+        "--quota-store",
+        default=_env("QUOTA_STORE", None),
+        help="redis://HOST:PORT/DB: quotas shared by every gateway on the store (default: in memory)",
+    )
+    quotas.add_argument(
+        "--quota-lease-s",
+        type=float,
+        default=_env("QUOTA_LEASE_S", str(DEFAULT_QUOTA_LEASE_S)),
+        help="how long a dead gateway's stream slot is held in the store",
+    )
+    quotas.add_argument(
+        "--quota-store-timeout-s",
+        type=float,
+        default=_env("QUOTA_STORE_TIMEOUT_S", str(DEFAULT_QUOTA_STORE_TIMEOUT_S)),
+        help="longest wait for one quota store operation",
+    )
+    quotas.add_argument(
+        "--quota-store-failure",
+        choices=("closed", "open"),
+        default=_env("QUOTA_STORE_FAILURE", DEFAULT_QUOTA_STORE_FAILURE),
+        help="while the store is unreachable: refuse with 503 (closed) or admit without quotas (open)",
+    )
 
 
 def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> None:
@@ -375,6 +410,14 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         max_json_depth=args.max_json_depth,
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
+        encoder_threads=args.encoder_threads,
+        worker_dns=tuple(getattr(args, "worker_dns", ()) or ()),
+        dns_refresh_s=getattr(args, "dns_refresh_s", DEFAULT_DNS_REFRESH_S),
+        dns_nameserver=getattr(args, "dns_nameserver", None),
+        quota_store=args.quota_store,
+        quota_lease_s=args.quota_lease_s,
+        quota_store_timeout_s=args.quota_store_timeout_s,
+        quota_store_failure=args.quota_store_failure,
         stall_timeout_s=args.stall_timeout_s,
         http=_http_settings(args),
         realtime=_realtime_limits(args),
@@ -439,8 +482,11 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    if not args.worker:
-        raise CliError("give at least one --worker URL")
+    args.worker_dns = list(args.worker_dns) + [
+        n.strip() for n in os.environ.get("ORPHEUS_WORKER_DNS", "").split(",") if n.strip()
+    ]
+    if not args.worker and not args.worker_dns:
+        raise CliError("give at least one --worker URL or --worker-dns NAME:PORT")
     _run_gateway(args, list(args.worker))
     return 0
 
@@ -598,6 +644,23 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
     _add_gateway_args(gateway, DEFAULT_GATEWAY_PORT)
     gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
+    gateway.add_argument(
+        "--worker-dns",
+        action="append",
+        default=[],
+        help="NAME:PORT of a headless Service: one worker per address NAME resolves to (repeatable)",
+    )
+    gateway.add_argument(
+        "--dns-refresh-s",
+        type=float,
+        default=_env("DNS_REFRESH_S", str(DEFAULT_DNS_REFRESH_S)),
+        help="how often --worker-dns names are resolved again",
+    )
+    gateway.add_argument(
+        "--dns-nameserver",
+        default=_env("DNS_NAMESERVER", None),
+        help="HOST[:PORT] of the nameserver for --worker-dns (default: the system's)",
+    )
     _add_worker_limits(gateway, queue=False)
     _add_http_args(gateway)
     _add_realtime_args(gateway)

@@ -241,6 +241,7 @@ _EXTRA_ENV: dict[str, tuple[str, tuple[str, ...]]] = {
         ("worker", "serve", "say", "voices"),
     ),
     "ORPHEUS_DEBUG": ("any value: full tracebacks instead of one-line errors", ("all",)),
+    "ORPHEUS_WORKER_DNS": ("more `--worker-dns` names, comma-separated", ("gateway",)),
 }
 """Variables read outside a flag's default (checked against the CLI source by the tests)."""
 

@@ -35,6 +35,7 @@ __all__ = [
     "SAMPLE_RATE_HZ",
     "SAMPLE_WIDTH_BYTES",
     "ChunkFrame",
+    "ChunkLine",
     "EosFrame",
     "ErrorCode",
     "ErrorFrame",
@@ -47,6 +48,7 @@ __all__ = [
     "StreamTracker",
     "TTSRequest",
     "WordsFrame",
+    "chunk_line",
     "encode_frame",
     "error_body",
     "parse_request",
@@ -80,6 +82,7 @@ class ErrorCode(str, Enum):
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"
     NO_WORKERS = "no_workers"
+    QUOTA_STORE_UNAVAILABLE = "quota_store_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     ENGINE_ERROR = "engine_error"
     WORKER_LOST = "worker_lost"
@@ -128,6 +131,7 @@ _HTTP_STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NO_WORKERS: 503,
+    ErrorCode.QUOTA_STORE_UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
     ErrorCode.ENGINE_ERROR: 500,
     ErrorCode.WORKER_LOST: 502,
@@ -140,6 +144,7 @@ _RETRYABLE = frozenset(
         ErrorCode.RATE_LIMITED,
         ErrorCode.OVERLOADED,
         ErrorCode.NO_WORKERS,
+        ErrorCode.QUOTA_STORE_UNAVAILABLE,
         ErrorCode.WORKER_LOST,
     }
 )
@@ -347,11 +352,97 @@ class WordsFrame:
     words: tuple[dict[str, Any], ...]
 
 
+class ChunkLine(ChunkFrame):
+    """A chunk frame kept as the NDJSON line it arrived in: relayed as those bytes, audio decoded on demand.
+
+    Built only by :class:`FrameDecoder` (``lazy_audio=True``) from a line whose
+    shape, ``seq``, ``samples`` and base64 alphabet and length were checked, so
+    decoding :attr:`pcm` later cannot fail; a proxy that only passes chunks on
+    never decodes them.
+    """
+
+    def __init__(self, seq: int, samples: int, line: bytes) -> None:
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "line", line)
+        object.__setattr__(self, "_samples", samples)
+
+    line: bytes
+    """The frame's NDJSON line, with its trailing newline."""
+    _samples: int
+
+    @property
+    def samples(self) -> int:
+        return self._samples
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes not set yet: the audio, decoded (and kept) on first use.
+        if name != "pcm":
+            raise AttributeError(name)
+        start = self.line.index(_AUDIO_KEY) + len(_AUDIO_KEY)
+        pcm = base64.b64decode(self.line[start : self.line.rindex(b'"')])
+        object.__setattr__(self, "pcm", pcm)
+        return pcm
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChunkFrame):
+            return self.seq == other.seq and self.pcm == other.pcm
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.pcm))
+
+    def __repr__(self) -> str:
+        return f"ChunkLine(seq={self.seq}, samples={self.samples}, line={len(self.line)} bytes)"
+
+
 Frame = ChunkFrame | MetricsFrame | EosFrame | ErrorFrame | WordsFrame
+
+_CHUNK_PREFIX = b'{"type":"chunk","seq":'
+_SAMPLES_KEY = b',"samples":'
+_AUDIO_KEY = b',"audio":"'
+_LINE_END = b'"}'
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _is_json_int(text: bytes) -> bool:
+    return text.isdigit() and (len(text) == 1 or text[0] != 0x30)  # JSON allows no leading zero
+
+
+def chunk_line(line: bytes) -> ChunkLine | None:
+    """The chunk in ``line`` (stripped, no newline) without decoding its audio, if it has the canonical shape.
+
+    The shape is what :func:`encode_frame` writes: ``type``, ``seq``,
+    ``samples``, ``audio``, in that order, nothing else. ``None`` for any
+    other line (which the caller decodes in full); raises
+    :class:`ProtocolError` for a canonical chunk whose audio is not valid
+    base64 of exactly ``samples`` samples.
+    """
+    if not line.startswith(_CHUNK_PREFIX) or not line.endswith(_LINE_END):
+        return None
+    seq_end = line.find(_SAMPLES_KEY, len(_CHUNK_PREFIX))
+    samples_end = line.find(_AUDIO_KEY, seq_end + 1) if seq_end > 0 else -1
+    if samples_end < 0:
+        return None
+    seq_text, samples_text = line[len(_CHUNK_PREFIX) : seq_end], line[seq_end + len(_SAMPLES_KEY) : samples_end]
+    if not (_is_json_int(seq_text) and _is_json_int(samples_text)):
+        return None
+    seq, samples = int(seq_text), int(samples_text)
+    audio = line[samples_end + len(_AUDIO_KEY) : -len(_LINE_END)]
+    body = audio.rstrip(b"=")
+    if (
+        len(audio) % 4
+        or len(audio) - len(body) > 2
+        or body.translate(None, _B64_ALPHABET)
+        or (len(audio) // 4) * 3 - (len(audio) - len(body)) != samples * SAMPLE_WIDTH_BYTES
+    ):
+        raise ProtocolError(f"chunk {seq} audio is not base64 of {samples} samples")
+    return ChunkLine(seq, samples, line + b"\n")
 
 
 def encode_frame(frame: Frame) -> bytes:
     """One NDJSON line (with its trailing newline) for ``frame``."""
+    if isinstance(frame, ChunkLine):
+        return frame.line  # relayed as it arrived
     if isinstance(frame, ChunkFrame):
         # Hot path: base64 output needs no JSON escaping, so build the line directly.
         audio = base64.b64encode(frame.pcm).decode("ascii")
@@ -444,11 +535,14 @@ class FrameDecoder:
 
     Tolerates ``\\r\\n`` and blank lines and skips unknown frame types. A line
     longer than ``max_line_bytes`` or malformed JSON raises :class:`ProtocolError`.
+    With ``lazy_audio``, a chunk in the canonical shape becomes a
+    :class:`ChunkLine` (checked, not decoded: see :func:`chunk_line`).
     """
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, lazy_audio: bool = False) -> None:
         self._buffer = bytearray()
         self._max_line_bytes = max_line_bytes
+        self._lazy_audio = lazy_audio
 
     def feed(self, data: bytes) -> list[Frame]:
         frames: list[Frame] = []
@@ -480,7 +574,9 @@ class FrameDecoder:
         stripped = bytes(line).strip()
         if not stripped:
             return
-        frame = decode_frame(stripped)
+        frame: Frame | None = chunk_line(stripped) if self._lazy_audio else None
+        if frame is None:
+            frame = decode_frame(stripped)
         if frame is not None:
             out.append(frame)
 

@@ -15,6 +15,7 @@ from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.gateway.app import create_app as create_gateway
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.discovery import parse_target
 from orpheus_tts.gateway.keys import load_keys_file
 from orpheus_tts.worker.app import create_app as create_worker
 from orpheus_tts.worker.config import WorkerConfig
@@ -303,14 +304,18 @@ def test_k8s_services_select_their_pods_and_ports() -> None:
             assert container_port(container, port["targetPort"]) == parse_cli(container["args"]).port, name
 
 
-def test_k8s_gateway_reaches_the_worker_service() -> None:
+def test_k8s_gateway_resolves_each_worker_pod_through_a_headless_service() -> None:
     (container,) = k8s_named("Deployment", "orpheus-gateway")["spec"]["template"]["spec"]["containers"]
     args = parse_cli(container["args"])
-    (url,) = args.worker
-    port, _ = port_and_path(url)
-    host = url.split("//")[1].split(":")[0]
-    service = k8s_named("Service", host)
-    assert port in [p["port"] for p in service["spec"]["ports"]]
+    assert not args.worker, "a fixed worker URL behind a Service is one endpoint for the whole pool"
+    (target,) = args.worker_dns
+    target_port = parse_target(target)
+    service = k8s_named("Service", target_port.name)
+    assert service["spec"].get("clusterIP") == "None", "the worker Service must be headless"
+    assert not service["spec"].get("publishNotReadyAddresses"), "pods still loading their model would get traffic"
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == target_port.port]
+    (worker,) = k8s_named("Deployment", target_port.name)["spec"]["template"]["spec"]["containers"]
+    assert container_port(worker, port["targetPort"]) == target_port.port == parse_cli(worker["args"]).port
 
 
 def test_k8s_gateway_reads_the_keys_secret() -> None:

@@ -23,6 +23,7 @@ from orpheus_tts.routing import (
     UpstreamConnectError,
     UpstreamStatusError,
 )
+from tests.eventually import eventually
 from tests.routing.fakes import (
     AUDIO,
     PIECES,
@@ -86,7 +87,8 @@ async def test_streams_frames_in_order_and_passes_body_and_headers(
     router = make_router(up, ["a"])
     body = {"text": "Hello", "voice": None, "temperature": 0.4, "custom": {"x": [1, 2]}}
     frames = await collect(router, body, headers={"Authorization": "Bearer k"})
-    assert [type(f) for f in frames] == [
+    # Chunks arrive as ChunkLine (a ChunkFrame whose audio is decoded on demand).
+    assert [ChunkFrame if isinstance(f, ChunkFrame) else type(f) for f in frames] == [
         MetricsFrame,
         ChunkFrame,
         ChunkFrame,
@@ -347,7 +349,8 @@ async def test_hedge_wins_when_the_primary_is_slow_and_the_primary_is_cancelled(
 ) -> None:
     events: list[RoutingEvent] = []
     up = Upstreams({"slow": ok(first_delay_s=5.0), "fast": ok()})
-    router = make_router(up, ["slow", "fast"], RoutingSettings(hedge_ttfb_ms=50), on_event=events.append)
+    settings = RoutingSettings(hedge_ttfb_ms=50, hedge_loser_wait_ms=0)  # losers cancelled at once
+    router = make_router(up, ["slow", "fast"], settings, on_event=events.append)
     set_ttfb(router.endpoints[1], 1.0)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -363,6 +366,35 @@ async def test_hedge_wins_when_the_primary_is_slow_and_the_primary_is_cancelled(
     assert slow.failures == 0
     assert slow.ttfb_ewma_ms >= 50, "the loser's wait is counted as a lower bound on its latency"
     assert (fast.hedges_sent, fast.hedges_won) == (1, 1)
+
+
+async def test_a_hedged_race_measures_its_loser_before_closing_it(make_router: Callable[..., Router]) -> None:
+    up = Upstreams({"slow": ok(first_delay_s=0.4), "fast": ok()})
+    router = make_router(up, ["slow", "fast"], RoutingSettings(hedge_ttfb_ms=50, hedge_loser_wait_ms=5000))
+    set_ttfb(router.endpoints[1], 1.0)
+    frames = await collect(router)
+    assert pcm_of(frames) == AUDIO, "the winner's audio, once"
+    assert router.stats().hedges_won == 1
+    slow = router.endpoints[0]
+    assert slow.inflight == 1, "the loser goes on until its first audio"
+    assert await eventually(lambda: slow.inflight == 0)
+    snap = router.snapshots()[0]
+    assert snap.ttfb_ewma_ms >= 400, "its real latency, not the ~50 ms it had waited when the race ended"
+    assert (snap.failures, snap.consecutive_failures) == (0, 0)
+    assert slow.ttfb.floor_ms == 0.0, "a real sample, not a lower bound"
+
+
+async def test_a_loser_past_its_wait_is_cancelled_and_counted_as_at_least_that_slow(
+    make_router: Callable[..., Router],
+) -> None:
+    up = Upstreams({"slow": ok(first_delay_s=30.0), "fast": ok()})
+    router = make_router(up, ["slow", "fast"], RoutingSettings(hedge_ttfb_ms=50, hedge_loser_wait_ms=200))
+    set_ttfb(router.endpoints[1], 1.0)
+    await collect(router)
+    slow = router.endpoints[0]
+    assert await eventually(lambda: slow.inflight == 0)
+    assert await eventually(lambda: up.cancelled["slow"] == 1)
+    assert slow.ttfb.floor_ms >= 200, "held as a lower bound until a real sample"
 
 
 async def test_hedges_respect_their_budget(make_router: Callable[..., Router]) -> None:
@@ -383,10 +415,10 @@ async def test_a_single_endpoint_is_hedged_onto_itself(make_router: Callable[...
         return await ok(first_delay_s=5.0 if calls == 1 else 0.0)(request)
 
     up = Upstreams({"gw": first_slow})
-    router = make_router(up, ["gw"], RoutingSettings(hedge_ttfb_ms=30))
+    router = make_router(up, ["gw"], RoutingSettings(hedge_ttfb_ms=30, hedge_loser_wait_ms=100))
     assert pcm_of(await collect(router)) == AUDIO
     assert up.hits["gw"] == 2
-    assert up.cancelled["gw"] == 1
+    assert await eventually(lambda: up.cancelled["gw"] == 1), "the loser is closed once its wait ran out"
 
 
 async def test_probe_marks_endpoints_down_and_up(make_router: Callable[..., Router]) -> None:

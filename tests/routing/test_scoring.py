@@ -63,6 +63,21 @@ def test_censored_sample_only_raises() -> None:
     assert ewma.value(0.0) == pytest.approx(900.0)
 
 
+def test_a_lost_race_keeps_its_endpoint_penalised_until_a_real_sample() -> None:
+    ewma = PeakEwma(PRIOR_MS, DECAY_S, now=0.0)
+    ewma.observe(40.0, now=0.0)
+    ewma.observe_censored(340.0, now=1.0)  # lost a hedged race after 340 ms: slower than that
+    assert ewma.value(1.0) == pytest.approx(340.0)
+    assert ewma.value(1.0 + 10 * DECAY_S) == pytest.approx(340.0), "a lower bound is not news that fades"
+    ewma.observe_censored(100.0, now=200.0)
+    assert ewma.value(200.0) == pytest.approx(340.0), "a smaller bound says nothing new"
+    ewma.observe(60.0, now=300.0)
+    assert ewma.value(300.0) == pytest.approx(60.0), "a real sample replaces the bound"
+    ewma.observe_censored(500.0, now=301.0)
+    ewma.restart(PRIOR_MS, now=302.0)
+    assert ewma.value(302.0) == PRIOR_MS, "an endpoint back from the dead starts afresh"
+
+
 def test_queue_hint_fades_with_age() -> None:
     hint = DecayingValue(decay_s=5.0)
     assert hint.value(0.0) == 0.0

@@ -73,17 +73,26 @@ def _gateway(app: FastAPI) -> GatewayState:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = _gateway(app)
+    tasks = []
+    if state.discovery is not None:
+        await state.discovery.refresh()
+        tasks.append(asyncio.ensure_future(state.discovery.run_forever()))
     await state.reports.refresh()
-    probes = asyncio.ensure_future(state.reports.refresh_forever(state.config.probe_interval_s))
+    tasks.append(asyncio.ensure_future(state.reports.refresh_forever(state.config.probe_interval_s)))
     try:
         yield
     finally:
         state.draining.closing = True
         await state.draining.wait_idle(state.config.drain_grace_s)
-        probes.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probes
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await state.router.aclose()
+        await state.quotas.aclose()
+        if state.discovery is not None:
+            await state.discovery.aclose()
+        state.encoders.shutdown(wait=False, cancel_futures=True)
 
 
 def _readiness(app: FastAPI) -> tuple[bool, dict[str, Any]]:

@@ -15,10 +15,15 @@ from orpheus_tts.worker.config import (
 )
 
 __all__ = [
+    "DEFAULT_DNS_REFRESH_S",
     "DEFAULT_DRAIN_GRACE_S",
+    "DEFAULT_ENCODER_THREADS",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_NO_WORKERS_RETRY_AFTER_S",
     "DEFAULT_PROBE_INTERVAL_S",
+    "DEFAULT_QUOTA_LEASE_S",
+    "DEFAULT_QUOTA_STORE_FAILURE",
+    "DEFAULT_QUOTA_STORE_TIMEOUT_S",
     "DEFAULT_STALL_TIMEOUT_S",
     "DEFAULT_UPSTREAM_CONNECTIONS",
     "GatewayConfig",
@@ -30,6 +35,11 @@ DEFAULT_DRAIN_GRACE_S = 30.0
 DEFAULT_NO_WORKERS_RETRY_AFTER_S = 2.0
 DEFAULT_UPSTREAM_CONNECTIONS = 1024
 DEFAULT_STALL_TIMEOUT_S = 15.0
+DEFAULT_ENCODER_THREADS = 4
+DEFAULT_DNS_REFRESH_S = 5.0
+DEFAULT_QUOTA_LEASE_S = 30.0
+DEFAULT_QUOTA_STORE_TIMEOUT_S = 1.0
+DEFAULT_QUOTA_STORE_FAILURE = "closed"
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,23 @@ class GatewayConfig:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     """Longest silence of a worker's stream after its first audio; then the stream ends with
     ``worker_lost`` (retryable) and the silence counts against the worker."""
+    encoder_threads: int = DEFAULT_ENCODER_THREADS
+    """Threads the OpenAI endpoint's audio encoders (mp3, opus, aac, flac) run on, off the event loop."""
+    worker_dns: tuple[str, ...] = ()
+    """``NAME:PORT`` of headless Services: every address ``NAME`` resolves to is one worker, ``http://ADDRESS:PORT``."""
+    dns_refresh_s: float = DEFAULT_DNS_REFRESH_S
+    """How often the ``worker_dns`` names are resolved again: new addresses join, vanished ones drain."""
+    dns_nameserver: str | None = None
+    """``HOST[:PORT]`` of the nameserver for ``worker_dns`` names; ``None``: the system's (``/etc/resolv.conf``)."""
+    quota_store: str | None = None
+    """``redis://HOST:PORT/DB``: per-key quotas shared by every gateway on the store; ``None``: in this gateway."""
+    quota_lease_s: float = DEFAULT_QUOTA_LEASE_S
+    """How long a stream's slot in the shared store outlives a gateway that died; renewed while the stream runs."""
+    quota_store_timeout_s: float = DEFAULT_QUOTA_STORE_TIMEOUT_S
+    """Longest wait for one quota store operation before the store counts as unreachable."""
+    quota_store_failure: str = DEFAULT_QUOTA_STORE_FAILURE
+    """When the quota store is unreachable: ``closed`` refuses with 503 ``quota_store_unavailable``,
+    ``open`` admits without quotas."""
     http: HttpSettings = field(default_factory=HttpSettings)
     """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
     realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
@@ -79,6 +106,13 @@ class GatewayConfig:
             raise ValueError("max_json_depth must be at least 1")
         if not self.stall_timeout_s > 0:
             raise ValueError("stall_timeout_s must be a positive number of seconds")
+        if self.encoder_threads < 1:
+            raise ValueError("encoder_threads must be at least 1")
+        if self.quota_store_failure not in ("closed", "open"):
+            raise ValueError(f"quota_store_failure must be 'closed' or 'open', got {self.quota_store_failure!r}")
+        for name in ("dns_refresh_s", "quota_lease_s", "quota_store_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
 
     def deadline_s(self, requested: float | None) -> float:
         return min(requested, self.max_timeout_s) if requested else self.default_timeout_s

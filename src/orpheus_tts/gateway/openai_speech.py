@@ -27,17 +27,19 @@ the engine like in v1 (``temperature``, ``seed``…), where an unknown one is a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from orpheus_tts.encoding import AUDIO_FORMATS, create_encoder, media_type
+from orpheus_tts.encoding import AUDIO_FORMATS, StreamEncoder, create_encoder, media_type
 from orpheus_tts.protocol import (
     SAMPLE_RATE_HZ,
     SAMPLE_WIDTH_BYTES,
@@ -282,72 +284,109 @@ class _Closing(Generic[_T]):
             await _aclose(self._source)
 
 
-def speech_stream(request: SpeechRequest, pcm: AsyncIterator[bytes]) -> PreparedStream:
+def speech_stream(
+    request: SpeechRequest, pcm: AsyncIterator[bytes], executor: Executor | None = None
+) -> PreparedStream:
     """The response for ``request`` over ``pcm``: encoded audio, or SSE events.
 
     ``pcm`` yields s16le 24 kHz mono chunks and raises a
     :class:`~orpheus_tts.protocol.ServiceError` if synthesis fails midway; it is
-    closed when the response ends, however it ends.
+    closed when the response ends, however it ends. With ``executor`` (the
+    gateway's bounded encoder pool) the encoder runs there, off the event loop.
     """
     fmt = request.response_format
     if request.stream_format == "sse":
-        body = speech_sse_stream(pcm, fmt, input_chars=len(request.input))
+        body = speech_sse_stream(pcm, fmt, input_chars=len(request.input), executor=executor)
         return PreparedStream(body=body, media_type=SSE_MEDIA_TYPE)
-    return PreparedStream(body=encode_audio_stream(pcm, fmt), media_type=media_type(fmt))
+    return PreparedStream(body=encode_audio_stream(pcm, fmt, executor=executor), media_type=media_type(fmt))
 
 
-def encode_audio_stream(pcm: AsyncIterator[bytes], fmt: str) -> AsyncIterator[bytes]:
+class _Encoding:
+    """A stream encoder whose calls run in ``executor`` (inline without one), one at a time.
+
+    :meth:`close` first waits for a call still running in the pool, so a
+    cancelled response never closes an encoder another thread is using.
+    """
+
+    def __init__(self, fmt: str, executor: Executor | None) -> None:
+        self._encoder: StreamEncoder = create_encoder(fmt)
+        self._executor = executor
+        self._running: asyncio.Future[bytes] | None = None
+
+    async def _call(self, fn: Callable[..., bytes], *args: bytes) -> bytes:
+        if self._executor is None:
+            return fn(*args)
+        self._running = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._running
+
+    async def encode(self, pcm: bytes) -> bytes:
+        return await self._call(self._encoder.encode, pcm)
+
+    async def finish(self) -> bytes:
+        return await self._call(self._encoder.finish)
+
+    async def close(self) -> None:
+        if self._running is not None and not self._running.done():
+            await asyncio.wait([self._running])
+        self._encoder.close()
+
+
+def encode_audio_stream(pcm: AsyncIterator[bytes], fmt: str, executor: Executor | None = None) -> AsyncIterator[bytes]:
     """``pcm`` encoded as ``fmt``, each piece as soon as the encoder emits it.
 
     If ``pcm`` raises, so does this, without the encoder's tail: the HTTP
     response is then cut short, so a client never takes a truncated file for a
-    whole one. Closing the result closes ``pcm``.
+    whole one. Closing the result closes ``pcm``. ``executor``: see :func:`speech_stream`.
     """
-    return _Closing(_encoded(pcm, fmt), pcm)
+    return _Closing(_encoded(pcm, fmt, executor), pcm)
 
 
-async def _encoded(pcm: AsyncIterator[bytes], fmt: str) -> AsyncGenerator[bytes, None]:
-    encoder = create_encoder(fmt)
+async def _encoded(pcm: AsyncIterator[bytes], fmt: str, executor: Executor | None) -> AsyncGenerator[bytes, None]:
+    encoder = _Encoding(fmt, executor)
     finished = False
     try:
         async for chunk in pcm:
-            data = encoder.encode(chunk)
+            data = await encoder.encode(chunk)
             if data:
                 yield data
         finished = True
-        tail = encoder.finish()
+        tail = await encoder.finish()
         if tail:
             yield tail
     finally:
         if not finished:
-            encoder.close()
+            await encoder.close()
         await _aclose(pcm)
 
 
-def speech_sse_stream(pcm: AsyncIterator[bytes], fmt: str, *, input_chars: int) -> AsyncIterator[bytes]:
+def speech_sse_stream(
+    pcm: AsyncIterator[bytes], fmt: str, *, input_chars: int, executor: Executor | None = None
+) -> AsyncIterator[bytes]:
     """Server-sent events: ``speech.audio.delta`` per encoded piece, then ``speech.audio.done``.
 
     Each delta's ``audio`` is base64 of the next bytes of a ``fmt`` file. If
     ``pcm`` fails midway, the last event is ``{"type": "error", "error":
     {...}}`` (OpenAI's error object) and no ``speech.audio.done`` is sent.
-    Closing the result closes ``pcm``.
+    Closing the result closes ``pcm``. ``executor``: see :func:`speech_stream`.
     """
-    return _Closing(_sse_events(pcm, fmt, input_chars), pcm)
+    return _Closing(_sse_events(pcm, fmt, input_chars, executor), pcm)
 
 
-async def _sse_events(pcm: AsyncIterator[bytes], fmt: str, input_chars: int) -> AsyncGenerator[bytes, None]:
-    encoder = create_encoder(fmt)
+async def _sse_events(
+    pcm: AsyncIterator[bytes], fmt: str, input_chars: int, executor: Executor | None
+) -> AsyncGenerator[bytes, None]:
+    encoder = _Encoding(fmt, executor)
     samples = 0
     finished = False
     try:
         try:
             async for chunk in pcm:
                 samples += len(chunk) // SAMPLE_WIDTH_BYTES
-                data = encoder.encode(chunk)
+                data = await encoder.encode(chunk)
                 if data:
                     yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
             finished = True
-            tail = encoder.finish()
+            tail = await encoder.finish()
         except ServiceError as exc:
             yield _sse({"type": "error", **openai_error_body(exc)})
             return
@@ -360,7 +399,7 @@ async def _sse_events(pcm: AsyncIterator[bytes], fmt: str, input_chars: int) -> 
         yield _sse({"type": "speech.audio.done", "usage": _usage(input_chars, samples)})
     finally:
         if not finished:
-            encoder.close()
+            await encoder.close()
         await _aclose(pcm)
 
 

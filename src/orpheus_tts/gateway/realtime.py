@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from orpheus_tts.gateway.auth import Identity, Lease
-from orpheus_tts.gateway.relay import same_frame
+from orpheus_tts.gateway.relay import same_frames
 from orpheus_tts.gateway.state import GatewayState
 from orpheus_tts.protocol import Frame, TTSRequest
 from orpheus_tts.realtime.context import SynthesizeSegment
@@ -55,7 +55,7 @@ class _SocketSegments:
         self._count += 1
         request_id = f"rt-{self._session}-{self._count}"
         upstream = await self._state.service.open(request, request_id)
-        return self._state.relay(upstream, Lease(None, self._lease.name), same_frame)
+        return self._state.relay(upstream, Lease(None, self._lease.name), same_frames)
 
     def close(self) -> None:
         self._lease.release()

@@ -1,31 +1,43 @@
 """Relaying one upstream stream to a client, with the bookkeeping done exactly once.
 
 :class:`Draining` counts the streams that are running, so shutdown can wait for
-them; :class:`Relay` yields an upstream stream's frames and, however the
-response ends, closes the upstream, counts the outcome, releases the key's
-lease and leaves the draining count.
+them; :class:`Relay` yields an upstream stream's frames, rendered a batch at a
+time (the v1 route's :func:`ndjson_lines` passes the worker's lines on as
+bytes, one write per batch, the audio never decoded; :func:`same_frames`
+keeps frame objects for the OpenAI encoders) and, however the response ends,
+closes the upstream, counts the outcome, releases the key's lease and leaves
+the draining count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
-from orpheus_tts.gateway.quotas import Lease
+from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
-from orpheus_tts.protocol import ChunkFrame, Frame
+from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
 from orpheus_tts.serving.shutdown import GraceCut
 
-__all__ = ["Draining", "Relay", "same_frame"]
+__all__ = ["Draining", "Relay", "ndjson_lines", "same_frames"]
 
 T = TypeVar("T")
 
+Render = Callable[[Sequence[Frame]], Iterable[T]]
+"""Turns one batch of frames into what the response body yields for it."""
 
-def same_frame(frame: Frame) -> Frame:
+
+def same_frames(batch: Sequence[Frame]) -> Sequence[Frame]:
     """The identity rendering: frames relayed as frames."""
-    return frame
+    return batch
+
+
+def ndjson_lines(batch: Sequence[Frame]) -> tuple[bytes]:
+    """A batch as one piece of NDJSON: chunks as the lines they arrived in, the rest encoded."""
+    return (b"".join([encode_frame(frame) for frame in batch]),)
 
 
 class Draining:
@@ -76,7 +88,7 @@ class Draining:
 
 
 class Relay(Generic[T]):
-    """One upstream stream's frames (rendered by ``render``), its bookkeeping done exactly once.
+    """One upstream stream's frames (each batch rendered by ``render``), its bookkeeping done exactly once.
 
     A class rather than an async generator: a generator that is closed before it
     starts skips its ``finally``, and the lease, the draining count and the
@@ -86,13 +98,14 @@ class Relay(Generic[T]):
     def __init__(
         self,
         upstream: UpstreamStream,
-        lease: Lease,
-        render: Callable[[Frame], T],
+        lease: QuotaLease,
+        render: Render[T],
         service: GatewayService,
         draining: Draining,
     ) -> None:
         self._upstream = upstream
-        self._frames = upstream.frames()
+        self._batches = upstream.batches()
+        self._ready: collections.deque[T] = collections.deque()
         self._lease = lease
         self._render = render
         self._service = service
@@ -105,23 +118,24 @@ class Relay(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        try:
-            frame = await self._frames.__anext__()
-        except BaseException:
-            await self.aclose()
-            raise
-        if isinstance(frame, ChunkFrame):
-            self._samples += frame.samples
-        return self._render(frame)
+        while not self._ready:
+            try:
+                batch = await self._batches.__anext__()
+            except BaseException:
+                await self.aclose()
+                raise
+            for frame in batch:
+                if isinstance(frame, ChunkFrame):
+                    self._samples += frame.samples
+            self._ready.extend(self._render(batch))
+        return self._ready.popleft()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            aclose = getattr(self._frames, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self._batches.aclose()
             await self._upstream.close()
         finally:
             self._service.note_finished(self._upstream, self._samples)

@@ -20,7 +20,7 @@ from orpheus_tts.gateway.openai_speech import (
     speech_stream,
     to_tts_request,
 )
-from orpheus_tts.gateway.relay import same_frame
+from orpheus_tts.gateway.relay import ndjson_lines, same_frames
 from orpheus_tts.gateway.state import GatewayState
 from orpheus_tts.gateway.system import system_report, voices_listing
 from orpheus_tts.protocol import (
@@ -30,7 +30,6 @@ from orpheus_tts.protocol import (
     NDJSON_MEDIA_TYPE,
     ErrorCode,
     ServiceError,
-    encode_frame,
     parse_request,
 )
 from orpheus_tts.serving.prestream import read_parsed, refuse
@@ -70,7 +69,7 @@ async def tts_stream(request: Request) -> Response:
     async def prepare() -> PreparedStream:
         upstream, lease = await state.open(identity, tts_request, request_id)
         return PreparedStream(
-            body=state.relay(upstream, lease, encode_frame),
+            body=state.relay(upstream, lease, ndjson_lines),
             media_type=NDJSON_MEDIA_TYPE,
             headers={HEADER_AUDIO_FORMAT: AUDIO_FORMAT, **upstream.hints},
         )
@@ -96,7 +95,8 @@ async def audio_speech(request: Request) -> Response:
 
     async def prepare() -> PreparedStream:
         upstream, lease = await state.open(identity, tts_request, request_id)
-        return speech_stream(speech, pcm_from_frames(state.relay(upstream, lease, same_frame)))
+        pcm = pcm_from_frames(state.relay(upstream, lease, same_frames))
+        return speech_stream(speech, pcm, executor=state.encoders)
 
     return PreparedStreamResponse(prepare, headers={HEADER_REQUEST_ID: request_id}, error_body=openai_error_body)
 

@@ -3,7 +3,7 @@
 :meth:`GatewayService.open` routes a request to the workers (the shared
 routing core does the choosing, failover and hedging) and returns once the
 first audio chunk exists, so every failure before that is a plain HTTP status.
-:meth:`UpstreamStream.frames` then relays the rest, ending with an ``error``
+:meth:`UpstreamStream.batches` then relays the rest, ending with an ``error``
 frame (``deadline_exceeded``, ``worker_lost``) instead of ever going silent.
 """
 
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,12 +67,13 @@ class UpstreamStream:
         headers = self.routed.headers
         return {h: headers[h] for h in (HEADER_QUEUE_DEPTH, HEADER_INFLIGHT) if h in headers}
 
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Every frame of the stream; always ends with ``eos`` or ``error``.
+    async def batches(self) -> AsyncGenerator[list[Frame], None]:
+        """The stream's frames, as many at a time as arrived together; always ends with ``eos`` or ``error``.
 
-        The outcome is set before the terminal frame is yielded: a consumer
-        that stops at ``eos`` (the OpenAI route does) closes this generator
-        there, and the stream still counts as ``ok``.
+        The last batch ends with the terminal frame. The outcome is set before
+        that batch is yielded: a consumer that stops at ``eos`` (the OpenAI
+        route does) closes this generator there, and the stream still counts
+        as ``ok``.
         """
         try:
             while True:
@@ -80,33 +81,35 @@ class UpstreamStream:
                 try:
                     frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at), self.stop)
                 except Stopped:
-                    yield self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)
+                    yield [self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)]
                     return
                 except DeadlinePassed:
                     if time.monotonic() < self.deadline:
                         await self.routed.fail()
-                        yield self._end(
-                            ErrorCode.WORKER_LOST,
-                            f"the worker sent nothing for {self.stall_timeout_s:g} s (stall timeout)",
-                            retryable=True,
-                        )
+                        yield [
+                            self._end(
+                                ErrorCode.WORKER_LOST,
+                                f"the worker sent nothing for {self.stall_timeout_s:g} s (stall timeout)",
+                                retryable=True,
+                            )
+                        ]
                     else:
-                        yield self._end(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed during synthesis")
+                        yield [self._end(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed during synthesis")]
                     return
                 except RoutingError as exc:
-                    yield self._end(ErrorCode.WORKER_LOST, f"the worker was lost mid-stream: {exc}", retryable=True)
+                    yield [self._end(ErrorCode.WORKER_LOST, f"the worker was lost mid-stream: {exc}", retryable=True)]
                     return
                 if not frames:
-                    yield self._end(ErrorCode.WORKER_LOST, "the worker's stream ended without eos")
+                    yield [self._end(ErrorCode.WORKER_LOST, "the worker's stream ended without eos")]
                     return
-                for frame in frames:
-                    if isinstance(frame, EosFrame):
-                        self.outcome = "ok"
-                    elif isinstance(frame, ErrorFrame):
-                        self.outcome = frame.code
-                    yield frame
-                    if isinstance(frame, (EosFrame, ErrorFrame)):
-                        return
+                last = frames[-1]  # the routing core ends a batch at its terminal frame
+                if isinstance(last, EosFrame):
+                    self.outcome = "ok"
+                elif isinstance(last, ErrorFrame):
+                    self.outcome = last.code
+                yield frames
+                if isinstance(last, (EosFrame, ErrorFrame)):
+                    return
         finally:
             await self.close()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,12 +21,13 @@ import httpx
 from orpheus_tts.aio import Stopped, run_before
 from orpheus_tts.gateway.auth import Authenticator, Identity
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.discovery import WorkerDiscovery
 from orpheus_tts.gateway.metrics import GatewayMetrics
 from orpheus_tts.gateway.probes import WorkerReports
-from orpheus_tts.gateway.quotas import Lease
-from orpheus_tts.gateway.relay import Draining, Relay
+from orpheus_tts.gateway.quota_store import QuotaLease, QuotaStore, create_quota_store
+from orpheus_tts.gateway.relay import Draining, Relay, Render
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
-from orpheus_tts.protocol import ErrorCode, Frame, ServiceError, TTSRequest
+from orpheus_tts.protocol import ErrorCode, ServiceError, TTSRequest
 from orpheus_tts.routing import Endpoint, Router, RoutingSettings
 
 __all__ = ["SERVER_FAILURES", "GatewayState", "build_state", "counts_against_quota"]
@@ -44,6 +46,12 @@ class GatewayState:
     metrics: GatewayMetrics
     service: GatewayService
     reports: WorkerReports
+    quotas: QuotaStore
+    """Where the keys' quotas are counted: ``auth.quotas`` in memory, or a shared store."""
+    encoders: ThreadPoolExecutor = field(default_factory=ThreadPoolExecutor)
+    """The bounded pool the OpenAI endpoint's audio encoders run on (``config.encoder_threads``)."""
+    discovery: WorkerDiscovery | None = None
+    """Workers found through DNS (``config.worker_dns``), when any are."""
     draining: Draining = field(default_factory=Draining)
     started: float = field(default_factory=time.time)
     """Wall-clock start, for ``uptime_s``."""
@@ -54,7 +62,7 @@ class GatewayState:
             raise ServiceError(ErrorCode.OVERLOADED, "the gateway is shutting down", retry_after_s=1)
         return self.auth.authenticate(headers)
 
-    async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, Lease]:
+    async def open(self, identity: Identity, request: TTSRequest, request_id: str) -> tuple[UpstreamStream, QuotaLease]:
         """Take a slot of the key's quota (429, counted, when spent), then the upstream's first audio.
 
         A request refused on the way (see :func:`counts_against_quota`) gives its
@@ -62,7 +70,7 @@ class GatewayState:
         drain grace runs out first, the answer is 503 ``overloaded`` (retryable).
         """
         try:
-            lease = self.auth.acquire(identity)
+            lease = await self.quotas.acquire(identity.name, identity.limits)
         except ServiceError as exc:
             self.metrics.outcome(exc.code.value)
             raise
@@ -83,7 +91,7 @@ class GatewayState:
         upstream.stop = self.draining.cut()
         return upstream, lease
 
-    def relay(self, upstream: UpstreamStream, lease: Lease, render: Callable[[Frame], T]) -> Relay[T]:
+    def relay(self, upstream: UpstreamStream, lease: QuotaLease, render: Render[T]) -> Relay[T]:
         return Relay(upstream, lease, render, self.service, self.draining)
 
 
@@ -118,25 +126,39 @@ def build_state(
         max_keepalive_connections=config.upstream_connections,
     )
     router = Router(_upstreams(config, settings, transport), settings, on_event=metrics.on_event)
+    discovery = None
+    if config.worker_dns:
+        discovery = WorkerDiscovery(
+            router,
+            config.worker_dns,
+            refresh_s=config.dns_refresh_s,
+            nameserver=config.dns_nameserver,
+            transport=(lambda: transport) if transport is not None else (lambda: _pooled_transport(settings)),
+        )
     return GatewayState(
         config=config,
         auth=auth,
+        quotas=create_quota_store(config, auth.quotas),
         settings=settings,
         router=router,
         metrics=metrics,
         service=GatewayService(router, config, metrics),
         reports=WorkerReports(router),
+        discovery=discovery,
+        encoders=ThreadPoolExecutor(config.encoder_threads, thread_name_prefix="orpheus-encoder"),
     )
 
 
 def _upstreams(
     config: GatewayConfig, settings: RoutingSettings, transport: httpx.AsyncBaseTransport | None
 ) -> list[Endpoint]:
-    """One endpoint per worker. By default their connections go through aiohttp's pool:
-    httpx's own pool scans every pooled connection on each request, which costs the
-    gateway about 5x more CPU per stream at 128 concurrent streams (bench/gateway.py)."""
-    if transport is not None:
-        return [Endpoint(url, settings, transport=transport) for url in config.workers]
+    """One endpoint per worker, each with its own connection pool."""
+    return [Endpoint(url, settings, transport=transport or _pooled_transport(settings)) for url in config.workers]
+
+
+def _pooled_transport(settings: RoutingSettings) -> httpx.AsyncBaseTransport:
+    """aiohttp's pool: httpx's own scans every pooled connection on each request, which
+    costs CPU per stream when many streams are open at once."""
     from httpx_aiohttp import AiohttpTransport
 
     limits = httpx.Limits(
@@ -144,4 +166,4 @@ def _upstreams(
         max_keepalive_connections=settings.max_keepalive_connections,
         keepalive_expiry=settings.keepalive_expiry_s,
     )
-    return [Endpoint(url, settings, transport=AiohttpTransport(limits=limits)) for url in config.workers]
+    return AiohttpTransport(limits=limits)

@@ -149,8 +149,8 @@ class Endpoint:
         self.ttfb.observe(elapsed_s * 1000.0, now)
 
     def observe_abandoned(self, elapsed_s: float, now: float) -> None:
-        """A request cancelled before its first audio took at least ``elapsed_s``."""
-        self.ttfb.observe_at_least(elapsed_s * 1000.0, now)
+        """A request cancelled before its first audio took at least ``elapsed_s`` (held until a real sample)."""
+        self.ttfb.observe_censored(elapsed_s * 1000.0, now)
 
     def observe_headers(self, headers: Mapping[str, str], now: float) -> None:
         """Read the load hints (``X-Queue-Depth``, ``X-Inflight``) of a response."""

@@ -244,7 +244,8 @@ class RoutedStream:
         self._attempt = attempt
         self._response = response
         self._chunks = response.aiter_bytes()
-        self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes)
+        # Chunks stay the lines they arrived in: a proxy relays them without touching the audio.
+        self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes, lazy_audio=True)
         self._tracker = StreamTracker()
         self._pending: list[Frame] = []
         self._iterating = False

@@ -147,8 +147,10 @@ class Router:
     def endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(self._endpoints)
 
-    def add_endpoint(self, endpoint: str | Endpoint) -> Endpoint:
-        """Add an endpoint; a new URL starts from the fleet's median latency (or the prior)."""
+    def add_endpoint(self, endpoint: str | Endpoint, *, transport: httpx.AsyncBaseTransport | None = None) -> Endpoint:
+        """Add an endpoint; a new URL starts from the fleet's median latency (or the prior).
+
+        ``transport`` is the new URL's own (the router's when ``None``)."""
         if isinstance(endpoint, str):
             url = normalize_url(endpoint)
             if any(e.url == url for e in self._endpoints):
@@ -156,7 +158,9 @@ class Router:
             now = self._clock()
             known = [e.ttfb.value(now) for e in self._endpoints if e.ttfb.samples]
             prior = statistics.median(known) if known else None
-            endpoint = Endpoint(url, self.settings, transport=self._transport, prior_ttfb_ms=prior, clock=self._clock)
+            endpoint = Endpoint(
+                url, self.settings, transport=transport or self._transport, prior_ttfb_ms=prior, clock=self._clock
+            )
         elif any(e.url == endpoint.url for e in self._endpoints):
             raise ValueError(f"endpoint {endpoint.url} is already routed to")
         self._endpoints.append(endpoint)
@@ -467,13 +471,29 @@ class _Race:
         return max(reversed(self.errors), key=lambda e: _ERROR_RANK.get(type(e), 0))
 
     async def _cancel_others(self, winner: RoutedStream | None) -> None:
-        """Cancel every attempt but the winner, closing their connections at once."""
-        losers = [t for t in self.tasks if not t.done()]
-        for task in losers:
-            task.cancel()
-        if losers:
-            await asyncio.wait(losers)
+        """Cancel every attempt but the winner, closing their connections at once.
+
+        When a race was won, a loser still waiting for its first audio goes on in
+        the background for up to ``hedge_loser_wait_ms`` instead (see
+        :func:`_measure_loser`): its real latency, not a lower bound, is what
+        the scoring learns, so hedging does not make a slow endpoint look faster
+        than it is.
+        """
+        pending = [t for t in self.tasks if not t.done()]
+        wait_s = self.router.settings.hedge_loser_wait_ms / 1000.0
+        measured = set(pending) if winner is not None and wait_s > 0 else set()
+        for task in pending:
+            if task in measured:
+                attempt = self.tasks[task]
+                attempt.endpoint.run_in_background(_measure_loser(task, attempt), wait_s)
+            else:
+                task.cancel()
+        cancelled = [t for t in pending if t not in measured]
+        if cancelled:
+            await asyncio.wait(cancelled)
         for task, attempt in self.tasks.items():
+            if task in measured:
+                continue
             if task.cancelled():
                 attempt.abandon()  # a task cancelled before it ran never accounted for itself
                 continue
@@ -482,3 +502,17 @@ class _Race:
                 if stream is not winner:
                     attempt.abandon()
                     await stream.close_transport()
+
+
+async def _measure_loser(task: asyncio.Task[RoutedStream], attempt: Attempt) -> None:
+    """Let a hedged race's loser reach its first audio (which records its latency), then close it.
+
+    Run with a time limit: when it runs out, cancelling this cancels the attempt,
+    which then records the time it waited as a lower bound.
+    """
+    try:
+        stream = await task
+    except UpstreamError:
+        return  # its verdict is recorded already
+    attempt.abandon()
+    await stream.close_transport()

@@ -35,13 +35,15 @@ class PeakEwma:
         self._stamp = now
         self.samples = 0
         """Observations so far."""
+        self.floor_ms = 0.0
+        """A censored sample's lower bound, held (not faded) until a real sample replaces it."""
 
     def _weight(self, now: float) -> float:
         return math.exp(-max(0.0, now - self._stamp) / self.decay_s)
 
     def value(self, now: float) -> float:
-        """The estimate at ``now``."""
-        return self._value_ms * self._weight(now)
+        """The estimate at ``now`` (never below a held censored floor)."""
+        return max(self._value_ms * self._weight(now), self.floor_ms)
 
     def restart(self, prior_ms: float, now: float) -> None:
         """Forget every sample and start again from ``prior_ms`` (an endpoint back from the dead)."""
@@ -49,9 +51,13 @@ class PeakEwma:
         self._value_ms = prior_ms
         self._stamp = now
         self.samples = 0
+        self.floor_ms = 0.0
 
     def observe(self, sample_ms: float, now: float) -> None:
-        """Add a measured latency: a peak is adopted at once, a lower sample blends in."""
+        """Add a measured latency: a peak is adopted at once, a lower sample blends in.
+
+        It replaces any censored floor: this is what the endpoint takes now."""
+        self.floor_ms = 0.0
         weight = self._weight(now)
         current = self._value_ms * weight
         if sample_ms >= current or not self.samples:  # the first real sample replaces the prior
@@ -62,9 +68,17 @@ class PeakEwma:
         self.samples += 1
 
     def observe_at_least(self, elapsed_ms: float, now: float) -> None:
-        """Add a censored sample: a request abandoned after ``elapsed_ms`` took at least that long."""
+        """Add a penalty: the estimate is at least ``elapsed_ms`` now, and fades from there."""
         if elapsed_ms > self.value(now):
             self.observe(elapsed_ms, now)
+
+    def observe_censored(self, elapsed_ms: float, now: float) -> None:
+        """Add a censored sample: a request abandoned after ``elapsed_ms`` (the loser of a hedged
+        race) would have taken longer, by how much nobody knows. Unlike a real sample it does not
+        fade: the estimate stays at least ``elapsed_ms`` until a real sample replaces it. A faded
+        lower bound would make a slow endpoint look fast again sooner than its real latency would,
+        so hedging would send it more requests and raise the tail it is meant to cut."""
+        self.floor_ms = max(self.floor_ms, elapsed_ms)
 
 
 class DecayingValue:

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_FAILURE_PENALTY_MS",
     "DEFAULT_HEDGE_BUDGET_RATIO",
     "DEFAULT_HEDGE_BUDGET_RESERVE",
+    "DEFAULT_HEDGE_LOSER_WAIT_MS",
     "DEFAULT_HEDGE_TTFB_MS",
     "DEFAULT_KEEPALIVE_EXPIRY_S",
     "DEFAULT_MAX_ATTEMPTS",
@@ -38,6 +39,7 @@ __all__ = [
 DEFAULT_HEDGE_TTFB_MS = 400.0
 DEFAULT_HEDGE_BUDGET_RATIO = 0.1
 DEFAULT_HEDGE_BUDGET_RESERVE = 10
+DEFAULT_HEDGE_LOSER_WAIT_MS = 2000.0
 DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_RESERVE = 10
 DEFAULT_BUDGET_WINDOW_S = 10.0
@@ -74,6 +76,9 @@ class RoutingSettings:
     """Hedges allowed per request over the budget window (0.1 = at most 10 % extra requests)."""
     hedge_budget_reserve: int = DEFAULT_HEDGE_BUDGET_RESERVE
     """Hedges always allowed per budget window, so light traffic can still hedge."""
+    hedge_loser_wait_ms: float = DEFAULT_HEDGE_LOSER_WAIT_MS
+    """Once a hedged race is won, how long the loser may go on in the background until its first
+    audio, so that its real latency is measured rather than a lower bound; 0 cancels it at once."""
     retry_budget_ratio: float = DEFAULT_RETRY_BUDGET_RATIO
     """Failovers allowed per request over the budget window."""
     retry_budget_reserve: int = DEFAULT_RETRY_BUDGET_RESERVE
@@ -154,7 +159,7 @@ class RoutingSettings:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value}")
-        for name in ("max_retry_after_s", "deadline_grace_s", "keepalive_expiry_s"):
+        for name in ("max_retry_after_s", "deadline_grace_s", "keepalive_expiry_s", "hedge_loser_wait_ms"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")

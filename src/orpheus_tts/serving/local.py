@@ -52,18 +52,20 @@ class ThreadedServer:
     ``create_app``), or the defaults; ``http`` overrides them.
     """
 
-    def __init__(self, app: Any, port: int | None = None, http: HttpSettings | None = None) -> None:
+    def __init__(
+        self, app: Any, port: int | None = None, http: HttpSettings | None = None, host: str = LOOPBACK
+    ) -> None:
 
         from orpheus_tts.serving.server import bind_sockets, uvicorn_config
         from orpheus_tts.serving.shutdown import DrainingServer
 
         state = getattr(app, "state", None)
         self.http = http or getattr(state, "http", None) or HttpSettings()
-        self.port = port or free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        config = uvicorn_config(app, LOOPBACK, self.port, self.http, log_level="warning", lifespan="on")
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn_config(app, host, self.port, self.http, log_level="warning", lifespan="on")
         self.server = DrainingServer(config)
-        sockets = bind_sockets(LOOPBACK, self.port, self.http) if self.http.metrics_port is not None else None
+        sockets = bind_sockets(host, self.port, self.http) if self.http.metrics_port is not None else None
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": sockets}, name="orpheus-server", daemon=True
         )
@@ -89,7 +91,7 @@ class ThreadedServer:
 
 
 @contextlib.contextmanager
-def run_server(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL."""
-    with ThreadedServer(app, port) as server:
+def run_server(app: Any, port: int | None = None, host: str = LOOPBACK) -> Iterator[str]:
+    """Serve ``app`` on a free port of ``host`` (a loopback address); yields its base URL."""
+    with ThreadedServer(app, port, host=host) as server:
         yield server.url

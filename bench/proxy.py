@@ -1,0 +1,376 @@
+"""What the gateway costs next to nginx: one worker reached directly, through nginx and through the gateway.
+
+One worker process serves the fast deterministic test engine (so the engine
+does not dominate). The same client streams the same requests to it three
+ways, interleaved round by round in one run: straight to the worker, through
+nginx (Debian's package, started here with a generated config: ``proxy_pass``
+with ``proxy_buffering off``, ``proxy_request_buffering off``, HTTP/1.1
+upstream keep-alive, one worker process) and through the gateway. For each
+path and concurrency it reports the time to the first audio chunk (p50/p99),
+streams per second and, for the two proxies, CPU milliseconds per stream
+(user + system time of the proxy's processes over the batch). Every stream is
+checked: seq without gaps and an ``eos`` whose totals match.
+
+Where nginx is not installed the nginx path is skipped with a message and the
+JSON says so. Writes ``bench/results/NAME.json`` and ``NAME.png`` (``NAME``
+is ``proxy`` unless ``--name`` says otherwise; ``--smoke`` is a reduced run
+for the test suite, written as ``proxy_smoke``).
+
+With ``--profile`` (and ``py-spy`` installed) the gateway is then sampled
+under load at concurrency 16 for ``--profile-s`` seconds, and the JSON says
+where its CPU time went, by layer (the innermost frame of each sample).
+
+Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
+least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
+within nginx's + 0.5 ms.
+
+    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import common
+from bench.common import machine, percentile, pyplot, save_figure, write_json
+from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
+from orpheus_tts.serving.local import free_port, wait_ready
+
+TEXT = "Benchmark sentence for the gateway."
+TARGET_CPU_RATIO = 3.0
+TARGET_THROUGHPUT_RATIO = 0.95
+TARGET_TTFB_SLACK_MS = 0.5
+NGINX_KEEPALIVE = 256
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream worker {{
+        server {upstream};
+        keepalive {keepalive};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://worker;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {upstream};
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 120s;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def _orpheus(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc=proc)
+        yield url, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable, or ``None`` when it is not installed."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+
+@contextlib.contextmanager
+def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="orpheus-nginx-") as prefix:
+        conf = Path(prefix) / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                prefix=prefix, upstream=upstream.removeprefix("http://"), port=port, keepalive=NGINX_KEEPALIVE
+            )
+        )
+        cmd = [binary, "-p", prefix, "-e", f"{prefix}/error.log", "-c", str(conf)]
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc=proc)
+            yield url, proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (nginx's worker process)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _one(client: httpx.AsyncClient, url: str) -> float:
+    """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
+    started = time.perf_counter()
+    ttfb = None
+    decoder = FrameDecoder()
+    tracker = StreamTracker()
+    async with client.stream("POST", f"{url}/v1/tts/stream", json={"text": TEXT}) as response:
+        response.raise_for_status()
+        async for data in response.aiter_raw():
+            for frame in decoder.feed(data):
+                tracker.observe(frame)  # seq gaps and eos totals raise ProtocolError
+                if ttfb is None and isinstance(frame, ChunkFrame):
+                    ttfb = time.perf_counter() - started
+                if isinstance(frame, EosFrame) and ttfb is not None:
+                    return ttfb
+    raise RuntimeError(f"a stream from {url} ended without eos")
+
+
+async def _batch(client: httpx.AsyncClient, url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run() -> float:
+        async with gate:
+            return await _one(client, url)
+
+    started = time.perf_counter()
+    ttfbs = await asyncio.gather(*(run() for _ in range(requests)))
+    return {"ttfb_s": list(ttfbs), "wall_s": time.perf_counter() - started}
+
+
+async def _measure(paths: dict[str, tuple[str, int | None]], levels: list[int], requests: int, rounds: int) -> Any:
+    limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        for url, _ in paths.values():  # warm every path
+            await _batch(client, url, 20, 4)
+        for level in levels:
+            n = max(requests, level * 4)
+            per = {name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0} for name in paths}
+            for _ in range(rounds):
+                for name, (url, pid) in paths.items():
+                    cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
+                    batch = await _batch(client, url, n, level)
+                    per[name]["ttfb_s"] += batch["ttfb_s"]
+                    per[name]["wall_s"] += batch["wall_s"]
+                    if pid is not None:
+                        per[name]["cpu_s"] += _cpu_seconds(pid) - cpu0
+            row: dict[str, Any] = {"requests_per_path": n * rounds}
+            for name, data in per.items():
+                ttfb_ms = [t * 1000 for t in data["ttfb_s"]]
+                row[name] = {
+                    "ttfb_p50_ms": percentile(ttfb_ms, 50),
+                    "ttfb_p99_ms": percentile(ttfb_ms, 99),
+                    "streams_per_s": n * rounds / data["wall_s"],
+                    "verified": len(ttfb_ms),
+                }
+                if paths[name][1] is not None:
+                    row[name]["cpu_ms_per_stream"] = data["cpu_s"] * 1000 / (n * rounds)
+            _compare(row)
+            results[str(level)] = row
+            print(_line(level, row), flush=True)
+    return results
+
+
+PROFILE_LAYERS = (
+    ("orpheus_tts relay, routing and serving", ("orpheus_tts/",)),
+    ("uvicorn HTTP server", ("uvicorn/", "httptools")),
+    ("starlette and fastapi (routing, middleware)", ("starlette/", "fastapi/")),
+    ("httpx client (request building, auth, redirects, cookies)", ("httpx/",)),
+    ("aiohttp client and its httpx transport", ("aiohttp/", "httpx_aiohttp/", "multidict", "yarl")),
+    ("json and base64", ("json/", "base64")),
+    ("asyncio tasks and futures (Python)", ("asyncio/tasks.py", "asyncio/futures", "asyncio/locks", "asyncio/base_")),
+)
+"""py-spy frames are filed under the first layer whose pattern their file matches; the rest is 'other'."""
+EVENT_LOOP = "event loop and socket I/O (uvloop, in C)"
+
+
+def _layer(frame: str) -> str:
+    if frame.startswith(("run (asyncio/runners.py", "Runner.run (", "run_until_complete")):
+        return EVENT_LOOP  # no Python frame below: the sample was in uvloop's C code or the kernel
+    for name, patterns in PROFILE_LAYERS:
+        if any(p in frame for p in patterns):
+            return name
+    return "other"
+
+
+def _profile(gateway: str, pid: int, seconds: float) -> dict[str, Any] | None:
+    """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed: no profile")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "profile.txt"
+        cmd = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(raw)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        async def load() -> int:
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+                streams, started = 0, time.monotonic()
+                while proc.poll() is None and time.monotonic() - started < seconds + 30:
+                    await _batch(client, gateway, 64, 16)
+                    streams += 64
+                return streams
+
+        streams = asyncio.run(load())
+        proc.wait(timeout=60)
+        if proc.returncode != 0 or not raw.exists():
+            print("py-spy could not sample the gateway (it needs ptrace permission): no profile")
+            return None
+        by_layer: dict[str, int] = {}
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            leaf = stack.split(";")[-1]
+            by_layer[_layer(leaf)] = by_layer.get(_layer(leaf), 0) + int(count)
+            total += int(count)
+    return {
+        "tool": "py-spy record -r 200 (self time of the innermost frame)",
+        "seconds": seconds,
+        "streams_during": streams,
+        "samples": total,
+        "percent_by_layer": {k: round(100 * v / total, 1) for k, v in sorted(by_layer.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def _compare(row: dict[str, Any]) -> None:
+    """Gateway against nginx: the ratios and whether each target is met."""
+    if "nginx" not in row:
+        return
+    gw, ng = row["gateway"], row["nginx"]
+    row["cpu_ratio"] = gw["cpu_ms_per_stream"] / ng["cpu_ms_per_stream"] if ng["cpu_ms_per_stream"] else None
+    row["throughput_ratio"] = gw["streams_per_s"] / ng["streams_per_s"]
+    row["ttfb_p50_extra_ms"] = gw["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
+    row["meets_cpu_target"] = row["cpu_ratio"] is not None and row["cpu_ratio"] <= TARGET_CPU_RATIO
+    row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
+    row["meets_ttfb_target"] = row["ttfb_p50_extra_ms"] <= TARGET_TTFB_SLACK_MS
+
+
+def _line(level: int, row: dict[str, Any]) -> str:
+    parts = [f"c={level:>3}"]
+    for name in ("direct", "nginx", "gateway"):
+        if name in row:
+            r = row[name]
+            cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
+            parts.append(
+                f"{name} p50 {r['ttfb_p50_ms']:.2f} p99 {r['ttfb_p99_ms']:.2f} ms {r['streams_per_s']:.0f}/s{cpu}"
+            )
+    return " | ".join(parts)
+
+
+def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
+    plt = pyplot()
+    levels = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    x = list(range(len(levels)))
+    width = 0.8 / len(names)
+    for i, path in enumerate(names):
+        xs = [v + (i - (len(names) - 1) / 2) * width for v in x]
+        axes[0].bar(xs, [results[lv][path]["ttfb_p50_ms"] for lv in levels], width, label=f"{path} p50")
+        axes[0].scatter(xs, [results[lv][path]["ttfb_p99_ms"] for lv in levels], marker="_", s=200, color="black")
+        axes[1].bar(xs, [results[lv][path]["streams_per_s"] for lv in levels], width, label=path)
+        if "cpu_ms_per_stream" in results[levels[0]][path]:
+            axes[2].bar(xs, [results[lv][path]["cpu_ms_per_stream"] for lv in levels], width, label=path)
+    for ax, title, unit in (
+        (axes[0], "Time to first audio (bar p50, tick p99)", "ms"),
+        (axes[1], "Throughput", "streams / s"),
+        (axes[2], "Proxy CPU per stream", "ms"),
+    ):
+        ax.set_xticks(x, [f"c={lv}" for lv in levels])
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.legend()
+    save_figure(fig, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="requests per batch (at least 4x concurrency)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path and level")
+    parser.add_argument("--name", default=None, help="results file name (default proxy, or proxy_smoke)")
+    parser.add_argument("--smoke", action="store_true", help="a reduced run (the test suite's)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--profile", action="store_true", help="then sample the gateway with py-spy")
+    parser.add_argument("--profile-s", type=float, default=15.0, help="seconds to sample")
+    args = parser.parse_args(argv)
+    if args.out:
+        common.RESULTS_DIR = Path(args.out)
+    if args.smoke:
+        args.requests, args.concurrency, args.rounds = 8, [1, 4], 1
+    name = args.name or ("proxy_smoke" if args.smoke else "proxy")
+    binary = nginx_binary()
+    if binary is None:
+        print("nginx is not installed: the nginx path is skipped (apt-get install nginx-light to compare)")
+    load_before = os.getloadavg()[0]
+    worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
+    with contextlib.ExitStack() as stack:
+        worker, _ = stack.enter_context(_orpheus(*worker_args))
+        paths: dict[str, tuple[str, int | None]] = {"direct": (worker, None)}
+        if binary is not None:
+            url, proc = stack.enter_context(_nginx(binary, worker))
+            paths["nginx"] = (url, proc.pid)
+        url, gw_proc = stack.enter_context(_orpheus("gateway", "--worker", worker))
+        paths["gateway"] = (url, gw_proc.pid)
+        results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))
+        profile = _profile(url, gw_proc.pid, args.profile_s) if args.profile else None
+    write_json(
+        name,
+        {
+            "machine": {**machine(), "load_average_1m_before": load_before},
+            "text": TEXT,
+            "paths": list(paths),
+            "nginx": "skipped: nginx is not installed" if binary is None else "measured",
+            "levels": results,
+            "gateway_profile": profile,
+            "targets": {
+                "cpu": f"gateway CPU per stream <= {TARGET_CPU_RATIO}x nginx",
+                "throughput": f"gateway >= {TARGET_THROUGHPUT_RATIO}x nginx at 16 and 64",
+                "ttfb_p50": f"gateway p50 at concurrency 1 <= nginx + {TARGET_TTFB_SLACK_MS} ms",
+            },
+        },
+    )
+    _plot(results, list(paths), name)
+    print(f"wrote {name}.json and {name}.png in {common.RESULTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The benchmarks run end to end in a reduced smoke mode, and what they write says what they measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.proxy import nginx_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(module: str, out: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
+    output = run_bench("bench.proxy", tmp_path)
+    result = json.loads((tmp_path / "proxy_smoke.json").read_text())
+    assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
+    expected = ["direct", "gateway"] if nginx_binary() is None else ["direct", "nginx", "gateway"]
+    assert result["paths"] == expected
+    if nginx_binary() is None:
+        assert "nginx is not installed" in output
+        assert result["nginx"].startswith("skipped")
+    assert "load_average_1m" in result["machine"]
+    for row in result["levels"].values():
+        for path in expected:
+            assert row[path]["verified"] == row["requests_per_path"]  # every stream checked whole
+        assert row["gateway"]["cpu_ms_per_stream"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_hedging_smoke_counts_only_the_measured_requests(tmp_path: Path) -> None:
+    run_bench("bench.hedging", tmp_path)
+    result = json.loads((tmp_path / "hedging_smoke.json").read_text())
+    assert set(result["loads"]) == {"light", "medium", "heavy"}
+    for entry in result["loads"].values():
+        for key in ("hedging_off", "hedging_on"):
+            run = entry[key]
+            assert sum(run["per_endpoint_requests"].values()) == run["upstream_requests"]
+            assert run["upstream_requests"] >= run["requests"]
+            # Each hedge is one extra upstream request (failovers add more): never more hedges than extras.
+            assert run["hedges_sent"] <= run["extra_requests"]
+        assert entry["hedging_off"]["hedges_sent"] == 0
