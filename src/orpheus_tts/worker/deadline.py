@@ -8,38 +8,56 @@ clause). Every admitted stream's next piece has a deadline
 - its first piece: the moment the request arrived, so time spent queued for
   admission counts, and a newcomer goes before anyone who is still ahead;
 - the next ones: the moment its listener would run dry, that is the time of
-  its first audio plus the audio delivered so far, minus a safety margin;
+  its first audio plus the audio delivered so far, minus a safety margin and
+  minus the time the piece is expected to take (the previous one's);
 - never later than the request's own deadline.
 
 The engine's ``capacity`` slots go to the waiting piece with the earliest
-deadline (:class:`ComputeSlots`). Slots never idle while a piece waits, so a
+deadline (:class:`ComputeSlots`). Slots do not idle while a piece waits, so a
 stream far ahead of its playback still runs when nobody needs the slot more,
-and waits when someone does.
+and waits when someone does; among streams that far ahead, the oldest goes
+first, so it finishes and frees its place for a stream waiting to be admitted.
 
 Streams are admitted while the engine can keep all of them ahead of
-playback: ``capacity × target_utilization ÷ rtf`` streams, where ``rtf`` is
-compute seconds per audio second over the most recent pieces
-(:class:`RtfWindow`), never fewer than ``capacity`` (the fifo policy's
-count) nor more than ``max_streams``. Before any piece is measured the
-estimate is ``capacity``.
+playback: ``target_utilization ÷ rtf`` streams, where ``rtf`` is the
+engine's real-time factor over the most recent pieces (:class:`RtfWindow`):
+seconds during which any slot was busy per second of audio made. Counting
+busy wall time rather than each piece's own compute time keeps the estimate
+right for an engine whose single piece already uses every core (the
+embedded voice); an engine whose slots really run in parallel is
+underestimated while few run, which only errs on the safe side. The estimate
+is never below ``capacity`` (the fifo policy's count) nor above
+``max_streams``; before any piece is measured it is ``capacity``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from orpheus_tts.aio import DeadlinePassed
+from orpheus_tts.engines.pacing import Playback
 from orpheus_tts.worker.scheduler import Admission, AdmissionQueue
 
-__all__ = ["ComputeSlots", "DeadlineScheduler", "RtfWindow", "StreamClock"]
+__all__ = [
+    "DEFAULT_IDLE_GRACE_S",
+    "DEFAULT_URGENT_HORIZON_S",
+    "ComputeSlots",
+    "DeadlineScheduler",
+    "RtfWindow",
+    "StreamClock",
+]
+
+DEFAULT_IDLE_GRACE_S = 0.02
+"""How long a slot kept between two pieces of one stream may idle while a less urgent piece waits."""
+DEFAULT_URGENT_HORIZON_S = 2.0
+"""Pieces due within this many seconds are served earliest deadline first, before any piece due later."""
 
 
 @dataclass
@@ -56,6 +74,8 @@ class StreamClock:
     """When the first audio was delivered; ``None`` before."""
     delivered_s: float = 0.0
     """Seconds of audio delivered."""
+    next_compute_s: float = 0.0
+    """Expected compute time of the next piece (the last one's): it must start that much earlier."""
 
     def deliver(self, audio_s: float, now: float | None = None) -> None:
         """``audio_s`` seconds of audio have just been handed to the client."""
@@ -68,7 +88,7 @@ class StreamClock:
         if self.first_audio is None:
             due = self.arrived + ahead_s
         else:
-            due = self.first_audio + self.delivered_s + ahead_s - self.margin_s
+            due = self.first_audio + self.delivered_s + ahead_s - self.margin_s - self.next_compute_s
         return min(due, self.deadline)
 
     def lead_s(self, now: float | None = None) -> float:
@@ -79,48 +99,110 @@ class StreamClock:
         return max(0.0, self.first_audio + self.delivered_s - now)
 
 
-class ComputeSlots:
-    """``slots`` engine slots, granted earliest deadline first (ties: first come)."""
+@dataclass
+class _Waiter:
+    due: float
+    rank: float
+    seq: int
+    future: asyncio.Future[None]
 
-    def __init__(self, slots: int) -> None:
+
+class ComputeSlots:
+    """``slots`` engine slots, granted earliest deadline first.
+
+    Pieces due within ``horizon_s`` are served earliest deadline first; pieces
+    of streams further ahead than that only get slots nobody urgent wants, and
+    then by ``rank`` (the stream's admission order), so the oldest stream
+    finishes first and frees its place instead of every stream inching ahead
+    together. Ties go to the first come.
+
+    A holder that finishes a piece and is still the most urgent keeps its slot
+    for its next piece (:meth:`pause`), so a stream about to run dry is not
+    overtaken in the instant between two of its pieces; a waiter that is more
+    urgent takes such an idle slot at once, and a less urgent one after
+    ``idle_grace_s`` (a holder that does not come back soon is stuck on
+    something else, such as a slow reader).
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        idle_grace_s: float = DEFAULT_IDLE_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+        horizon_s: float = DEFAULT_URGENT_HORIZON_S,
+    ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
+        self.idle_grace_s = idle_grace_s
+        self.horizon_s = horizon_s
+        self._clock = clock
+        self._busy_total_s = 0.0
+        self._busy_since: float | None = None
         self._free = slots
-        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._order = itertools.count()
+        self._idle: dict[object, tuple[float, float, asyncio.TimerHandle | None]] = {}
+        """Holder -> (due of its next piece, rank, expiry timer) for slots kept between two pieces."""
 
     @property
     def busy(self) -> int:
-        """Slots held now."""
+        """Slots held now (idle ones kept between pieces included)."""
         return self.slots - self._free
 
     @property
     def waiting(self) -> int:
         """Pieces waiting for a slot."""
-        return sum(1 for _, _, f in self._heap if not f.done())
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    def busy_seconds(self) -> float:
+        """Wall-clock seconds, since creation, during which at least one slot was held."""
+        if self._busy_since is None:
+            return self._busy_total_s
+        return self._busy_total_s + self._clock() - self._busy_since
+
+    def _key(self, due: float, rank: float, seq: int, now: float) -> tuple[int, float, int]:
+        return (0, due, seq) if due - now <= self.horizon_s else (1, rank, seq)
+
+    def _best(self) -> _Waiter | None:
+        now = self._clock()
+        live = [w for w in self._waiters if not w.future.done()]
+        self._waiters = live
+        return min(live, key=lambda w: self._key(w.due, w.rank, w.seq, now), default=None)
 
     def next_due(self) -> float | None:
-        """The earliest deadline among the waiting pieces."""
-        for due, _, future in sorted(self._heap):
-            if not future.done():
-                return due
-        return None
+        """The deadline of the piece that would get the next free slot."""
+        best = self._best()
+        return None if best is None else best.due
 
-    async def acquire(self, due: float, deadline: float) -> None:
-        """Take a slot; the waiting piece with the earliest ``due`` is served first.
+    async def acquire(self, due: float, deadline: float, holder: object = None, rank: float | None = None) -> None:
+        """Take a slot for a piece due at ``due`` (see the class docstring for who goes first).
 
+        A ``holder`` that kept its slot (:meth:`pause`) gets it straight back.
         Raises :class:`DeadlinePassed` if no slot came before ``deadline``. A
         cancelled wait leaves nothing behind (and gives back a slot it was
         handed in the meantime).
         """
+        if holder is not None and holder in self._idle:
+            self._unidle(holder)
+            return
+        rank = due if rank is None else rank
+        seq = next(self._order)
         if self._free and not self.waiting:
-            self._free -= 1
+            self._take_free()
+            return
+        now = self._clock()
+        mine = self._key(due, rank, seq, now)
+        later = [h for h, (d, r, _) in self._idle.items() if self._key(d, r, -1, now) > mine]
+        if later:  # the least urgent idle holder loses its slot
+            self._unidle(max(later, key=lambda h: self._key(self._idle[h][0], self._idle[h][1], -1, now)))
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._heap, (due, next(self._order), future))
+        self._waiters.append(_Waiter(due, rank, seq, future))
+        self._arm_idle()
+        timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
         try:
-            await asyncio.wait({future}, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait({future}, timeout=timeout)
         except BaseException:
             self._withdraw(future)
             raise
@@ -129,35 +211,79 @@ class ComputeSlots:
         self._withdraw(future)
         raise DeadlinePassed
 
+    def pause(self, holder: object, next_due: float, rank: float | None = None) -> None:
+        """``holder`` finished a piece; it keeps the slot unless a waiting piece goes before its next one."""
+        rank = next_due if rank is None else rank
+        best = self._best()
+        now = self._clock()
+        if best is not None and self._key(best.due, best.rank, best.seq, now) < self._key(next_due, rank, -1, now):
+            self.release()
+            return
+        self._idle[holder] = (next_due, rank, None)
+        self._arm_idle()
+
+    def drop(self, holder: object) -> None:
+        """``holder`` wants no more pieces: a slot it kept goes to the next."""
+        if holder in self._idle:
+            self._unidle(holder)
+            self.release()
+
+    def release(self) -> None:
+        """Give a slot back: to the waiting piece that goes first."""
+        best = self._best()
+        if best is not None:
+            self._waiters.remove(best)
+            best.future.set_result(None)
+            return
+        self._give_free()
+
+    def _take_free(self) -> None:
+        if self._free == self.slots:
+            self._busy_since = self._clock()
+        self._free -= 1
+
+    def _give_free(self) -> None:
+        self._free += 1
+        if self._free == self.slots and self._busy_since is not None:
+            self._busy_total_s += self._clock() - self._busy_since
+            self._busy_since = None
+
+    def _unidle(self, holder: object) -> None:
+        _, _, timer = self._idle.pop(holder)
+        if timer is not None:
+            timer.cancel()
+
+    def _arm_idle(self) -> None:
+        if not self.waiting:
+            return
+        loop = asyncio.get_running_loop()
+        for holder, (due, rank, timer) in list(self._idle.items()):
+            if timer is None:
+                self._idle[holder] = (due, rank, loop.call_later(self.idle_grace_s, self.drop, holder))
+
     def _withdraw(self, future: asyncio.Future[None]) -> None:
         if future.done() and not future.cancelled():
             self.release()  # handed a slot nobody will use: pass it on
             return
-        future.cancel()  # the heap drops it lazily
-
-    def release(self) -> None:
-        """Give a slot back: to the waiting piece with the earliest deadline."""
-        while self._heap:
-            _, _, future = heapq.heappop(self._heap)
-            if not future.done():
-                future.set_result(None)
-                return
-        self._free += 1
+        future.cancel()  # dropped from the waiters lazily
 
 
 class RtfWindow:
-    """Compute seconds per audio second over the most recent ``size`` pieces."""
+    """Busy seconds per audio second over the most recent ``size`` pieces."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self._pieces: deque[tuple[float, float]] = deque(maxlen=size)
+        self._carry_s = 0.0
         self._compute_s = 0.0
         self._audio_s = 0.0
 
     def add(self, compute_s: float, audio_s: float) -> None:
         if audio_s <= 0:
+            self._carry_s += compute_s  # counted with the next piece that has audio
             return
+        compute_s, self._carry_s = compute_s + self._carry_s, 0.0
         if len(self._pieces) == self._pieces.maxlen:
             old_compute, old_audio = self._pieces[0]
             self._compute_s -= old_compute
@@ -180,18 +306,22 @@ class RtfWindow:
 class _Ticket:
     """A stream admitted by a :class:`DeadlineScheduler`."""
 
-    def __init__(self, scheduler: DeadlineScheduler) -> None:
+    def __init__(self, scheduler: DeadlineScheduler, rank: float) -> None:
         self._scheduler = scheduler
+        self._rank = rank
+        """When the stream was admitted: among streams far ahead, the oldest goes first."""
         self._released = False
 
     @contextlib.asynccontextmanager
-    async def slot(self, due: float, deadline: float) -> AsyncIterator[None]:
+    async def slot(self, playback: Playback, deadline: float) -> AsyncIterator[None]:
         slots = self._scheduler.slots
-        await slots.acquire(due, deadline)
+        await slots.acquire(playback.due(), deadline, holder=self, rank=self._rank)
         try:
             yield
-        finally:
+        except BaseException:
             slots.release()
+            raise
+        slots.pause(self, playback.due(), rank=self._rank)
 
     def record(self, compute_s: float, audio_s: float) -> None:
         self._scheduler.record(compute_s, audio_s)
@@ -199,6 +329,7 @@ class _Ticket:
     def release(self) -> None:
         if not self._released:
             self._released = True
+            self._scheduler.slots.drop(self)
             self._scheduler.queue.release()
 
 
@@ -216,6 +347,7 @@ class DeadlineScheduler:
         max_streams: int,
         target_utilization: float,
         rtf_window_pieces: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
@@ -225,8 +357,9 @@ class DeadlineScheduler:
         self.max_queue = max_queue
         self.max_streams = max_streams
         self.target_utilization = target_utilization
-        self.slots = ComputeSlots(capacity)
+        self.slots = ComputeSlots(capacity, clock=clock)
         self.rtf = RtfWindow(rtf_window_pieces)
+        self._busy_mark_s = 0.0
         self.queue = AdmissionQueue(
             lambda: self.stream_capacity,
             max_queue,
@@ -250,14 +383,17 @@ class DeadlineScheduler:
         elif rtf <= 0:
             estimate = self.max_streams
         else:
-            estimate = max(self.capacity, math.floor(self.capacity * self.target_utilization / rtf))
+            estimate = max(self.capacity, math.floor(self.target_utilization / rtf))
         return max(1, min(self.max_streams, estimate))
 
     def record(self, compute_s: float, audio_s: float) -> None:
-        """Feed the estimate; streams queued for admission get in if it grew."""
-        self.rtf.add(compute_s, audio_s)
+        """A piece was made: feed the estimate (with the busy time since the last piece); streams
+        queued for admission get in if it grew. ``compute_s`` is the piece's own time, not used."""
+        busy = self.slots.busy_seconds()
+        self.rtf.add(busy - self._busy_mark_s, audio_s)
+        self._busy_mark_s = busy
         self.queue.admit_waiters()
 
     async def admit(self, deadline: float) -> Admission:
         await self.queue.acquire(deadline)
-        return _Ticket(self)
+        return _Ticket(self, time.monotonic())

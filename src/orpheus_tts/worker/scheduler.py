@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from orpheus_tts.engines.pacing import Playback
 from orpheus_tts.protocol import ErrorCode, ServiceError
 
 __all__ = ["SCHEDULERS", "Admission", "AdmissionQueue", "FifoScheduler", "Scheduler"]
@@ -36,11 +37,12 @@ SCHEDULERS = ("deadline", "fifo")
 class Admission(Protocol):
     """One admitted stream's hold on its scheduler; released exactly once."""
 
-    def slot(self, due: float, deadline: float) -> AbstractAsyncContextManager[None]:
-        """Hold a compute slot for the next piece, due at ``due``.
+    def slot(self, playback: Playback, deadline: float) -> AbstractAsyncContextManager[None]:
+        """Hold a compute slot for the stream's next piece, due when ``playback`` says.
 
         Raises :class:`~orpheus_tts.aio.DeadlinePassed` if none is free before
-        ``deadline`` (both ``time.monotonic()`` values).
+        ``deadline`` (a ``time.monotonic()`` value). The block delivers the
+        piece to ``playback`` before it ends, so the next piece's deadline is known.
         """
         ...
 
@@ -165,7 +167,7 @@ class _HeldSlot:
         self._released = False
 
     @contextlib.asynccontextmanager
-    async def slot(self, due: float, deadline: float) -> AsyncIterator[None]:
+    async def slot(self, playback: Playback, deadline: float) -> AsyncIterator[None]:
         yield
 
     def record(self, compute_s: float, audio_s: float) -> None:

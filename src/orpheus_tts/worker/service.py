@@ -164,7 +164,7 @@ class SynthesisService:
         """
         timing = stream.timing
         while True:
-            async with stream.admission.slot(stream.clock.due(), stream.deadline):
+            async with stream.admission.slot(stream.clock, stream.deadline):
                 started = time.monotonic()
                 try:
                     with playing(stream.clock):
@@ -174,9 +174,14 @@ class SynthesisService:
                 finally:
                     elapsed = time.monotonic() - started
                     timing.compute_s += elapsed
-            if len(piece) % SAMPLE_WIDTH_BYTES:
-                raise EngineError(f"engine produced an odd number of bytes ({len(piece)})")
-            stream.admission.record(elapsed, len(piece) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ))
+                if len(piece) % SAMPLE_WIDTH_BYTES:
+                    raise EngineError(f"engine produced an odd number of bytes ({len(piece)})")
+                audio_s = len(piece) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
+                # Delivered now (its frames go out next), so the slot knows the next piece's deadline.
+                if audio_s:
+                    stream.clock.deliver(audio_s)
+                    stream.clock.next_compute_s = elapsed
+            stream.admission.record(elapsed, audio_s)
             if piece:
                 return piece
 
@@ -200,7 +205,6 @@ class SynthesisService:
             piece = first
             try:
                 while piece is not None:
-                    stream.clock.deliver(len(piece) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ))
                     for start in range(0, len(piece), max_bytes):
                         frame = ChunkFrame(seq=seq, pcm=piece[start : start + max_bytes])
                         yield encode_frame(frame)
