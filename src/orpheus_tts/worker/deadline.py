@@ -27,7 +27,10 @@ right for an engine whose single piece already uses every core (the
 embedded voice); an engine whose slots really run in parallel is
 underestimated while few run, which only errs on the safe side. The estimate
 is never below ``capacity`` (the fifo policy's count) nor above
-``max_streams``; before any piece is measured it is ``capacity``.
+``max_streams``; before any piece is measured it is ``capacity``. A stream
+whose next piece is not due for more than ``free_lead_s`` needs nothing for
+that long and does not count against it, so a stream waiting for admission
+need not wait for whole texts of audio nobody will hear yet.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from orpheus_tts.engines.pacing import Playback
 from orpheus_tts.worker.scheduler import Admission, AdmissionQueue
 
 __all__ = [
+    "DEFAULT_FREE_LEAD_S",
     "DEFAULT_IDLE_GRACE_S",
     "DEFAULT_URGENT_HORIZON_S",
     "ComputeSlots",
@@ -56,8 +60,10 @@ __all__ = [
 
 DEFAULT_IDLE_GRACE_S = 0.02
 """How long a slot kept between two pieces of one stream may idle while a less urgent piece waits."""
-DEFAULT_URGENT_HORIZON_S = 2.0
+DEFAULT_URGENT_HORIZON_S = 1.0
 """Pieces due within this many seconds are served earliest deadline first, before any piece due later."""
+DEFAULT_FREE_LEAD_S = 5.0
+"""An admitted stream whose next piece is due further ahead than this does not count against the capacity."""
 
 
 @dataclass
@@ -311,9 +317,12 @@ class _Ticket:
         self._rank = rank
         """When the stream was admitted: among streams far ahead, the oldest goes first."""
         self._released = False
+        self.playback: Playback | None = None
+        """The stream's clock, once it asked for its first slot."""
 
     @contextlib.asynccontextmanager
     async def slot(self, playback: Playback, deadline: float) -> AsyncIterator[None]:
+        self.playback = playback
         slots = self._scheduler.slots
         await slots.acquire(playback.due(), deadline, holder=self, rank=self._rank)
         try:
@@ -323,6 +332,12 @@ class _Ticket:
             raise
         slots.pause(self, playback.due(), rank=self._rank)
 
+    @property
+    def far_ahead(self) -> int:
+        """Admitted streams whose next piece is due more than ``free_lead_s`` from now."""
+        limit = self._clock() + self.free_lead_s
+        return sum(1 for t in self.tickets if t.playback is not None and t.playback.due() > limit)
+
     def record(self, compute_s: float, audio_s: float) -> None:
         self._scheduler.record(compute_s, audio_s)
 
@@ -330,6 +345,7 @@ class _Ticket:
         if not self._released:
             self._released = True
             self._scheduler.slots.drop(self)
+            self._scheduler.tickets.discard(self)
             self._scheduler.queue.release()
 
 
@@ -347,6 +363,7 @@ class DeadlineScheduler:
         max_streams: int,
         target_utilization: float,
         rtf_window_pieces: int,
+        free_lead_s: float = DEFAULT_FREE_LEAD_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_streams < 1:
@@ -357,11 +374,15 @@ class DeadlineScheduler:
         self.max_queue = max_queue
         self.max_streams = max_streams
         self.target_utilization = target_utilization
+        self.free_lead_s = free_lead_s
         self.slots = ComputeSlots(capacity, clock=clock)
         self.rtf = RtfWindow(rtf_window_pieces)
+        self.tickets: set[_Ticket] = set()
+        """Admitted streams."""
+        self._clock = clock
         self._busy_mark_s = 0.0
         self.queue = AdmissionQueue(
-            lambda: self.stream_capacity,
+            lambda: self.stream_capacity + self.far_ahead,
             max_queue,
             retry_after_s,
             lambda: f"{self.running} streams use the estimated capacity of {self.stream_capacity}",
@@ -386,6 +407,12 @@ class DeadlineScheduler:
             estimate = max(self.capacity, math.floor(self.target_utilization / rtf))
         return max(1, min(self.max_streams, estimate))
 
+    @property
+    def far_ahead(self) -> int:
+        """Admitted streams whose next piece is due more than ``free_lead_s`` from now."""
+        limit = self._clock() + self.free_lead_s
+        return sum(1 for t in self.tickets if t.playback is not None and t.playback.due() > limit)
+
     def record(self, compute_s: float, audio_s: float) -> None:
         """A piece was made: feed the estimate (with the busy time since the last piece); streams
         queued for admission get in if it grew. ``compute_s`` is the piece's own time, not used."""
@@ -396,4 +423,6 @@ class DeadlineScheduler:
 
     async def admit(self, deadline: float) -> Admission:
         await self.queue.acquire(deadline)
-        return _Ticket(self, time.monotonic())
+        ticket = _Ticket(self, self._clock())
+        self.tickets.add(ticket)
+        return ticket
