@@ -17,8 +17,9 @@ the machine runs by default), warmed up, then:
   which the deadline scheduler keeps ``GOOD_SHARE`` of the arrivals good.
 
 Both schedulers run in the same invocation, one after the other, so ratios
-compare like with like. Every stream must end complete (``eos``): an error
-or a short stream is counted, and fails the run.
+compare like with like. A stream that ends with an error frame or status
+(``overloaded``, ``deadline_exceeded``) is counted by its code; one that
+breaks off without either fails the run.
 
 Writes ``bench/results/concurrency.json`` and ``concurrency.png`` (or
 ``concurrency_smoke.*`` under ``--out`` with ``--smoke``, a reduced run with
@@ -26,6 +27,7 @@ the test engine that the test suite uses).
 
     python -m bench.concurrency [--levels 1 4 8 16 32] [--rates 0.5 1 1.5 2 3] [--ramp-s 20]
     python -m bench.concurrency --smoke --out /tmp/results
+    python -m bench.concurrency --table bench/results/concurrency.json   # the docs' table
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ async def _one(tts: OrpheusTTS, text: str, stream: Stream, t0: float, params: di
             stream.arrivals.append((now, len(chunk)))
     except OrpheusError as exc:
         stream.outcome = exc.code or type(exc).__name__
+    except Exception as exc:  # a broken stream: what the benchmark must never see
+        stream.outcome = f"broken: {type(exc).__name__}"
 
 
 def _client(url: str) -> OrpheusTTS:
@@ -320,6 +324,35 @@ def _plot(results: dict[str, dict[str, Any]], args: argparse.Namespace, path: Pa
     plt.close(fig)
 
 
+def table(report: dict[str, Any]) -> str:
+    """The bursts of both schedulers side by side, as a Markdown table (for the docs)."""
+    results = report["schedulers"]
+    lines = [
+        "| streams at once | scheduler | TTFA p50 | TTFA p99 | TTFA max | ran dry | worst gap | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    levels = [row["concurrency"] for row in next(iter(results.values()))["bursts"]]
+    for i, level in enumerate(levels):
+        for name in results:
+            r = results[name]["bursts"][i]
+            lines.append(
+                f"| {level} | {name} | {r['ttfa_p50_ms'] / 1000:.2f} s | {r['ttfa_p99_ms'] / 1000:.2f} s | "
+                f"{r['ttfa_max_ms'] / 1000:.2f} s | {r['ran_dry']} | {r['worst_gap_ms'] / 1000:.2f} s | "
+                f"{len(r['errors'])} |"
+            )
+    lines += ["", "| offered (Poisson) | scheduler | streams | goodput | good | TTFA p50 | TTFA p99 | ran dry |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    rates = [row["offered_per_s"] for row in next(iter(results.values()))["ramp"]]
+    for i, rate in enumerate(rates):
+        for name in results:
+            r = results[name]["ramp"][i]
+            lines.append(
+                f"| {rate:g}/s | {name} | {r['streams']} | {r['goodput_per_s']:.2f}/s | {r['good_share']:.0%} | "
+                f"{r['ttfa_p50_ms'] / 1000:.2f} s | {r['ttfa_p99_ms'] / 1000:.2f} s | {r['ran_dry']} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
@@ -335,7 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="a reduced run with the test engine")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--table", type=Path, default=None, help="print a results JSON as Markdown and exit")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        import json
+
+        print(table(json.loads(args.table.read_text(encoding="utf-8"))))
+        return 0
     if args.smoke:
         args.engine, args.levels, args.rates, args.ramp_s, args.target_level = "test", [1, 4], [2.0], 2.0, 4
     params: dict[str, Any] = {}
@@ -346,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {s: _run_scheduler(args, s, params) for s in args.schedulers}
     report: dict[str, Any] = {
         "machine": {**machine(), "load_average_1m_before": load_before},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "table")},
         "schedulers": results,
         "targets": _targets(results, args.target_level),
     }

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bench.concurrency import BYTES_PER_S, playback_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
