@@ -38,6 +38,7 @@ import contextlib
 import math
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -191,6 +192,7 @@ def _serve(args: argparse.Namespace, scheduler: str) -> Iterator[str]:
     ]  # fmt: skip
     if args.engine == "test":
         cmd += ["--enable-test-faults", "--capacity", str(args.test_capacity)]
+    cmd += shlex.split(args.serve_args)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -364,10 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine", default="embedded", choices=["embedded", "test"])
     parser.add_argument("--test-rtf", type=float, default=0.05, help="test engine: compute per audio second")
     parser.add_argument("--test-capacity", type=int, default=2, help="test engine: slots per worker")
+    parser.add_argument("--serve-args", default="", help="more flags for serve (both schedulers)")
     parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="a reduced run with the test engine")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=None, help="results file name (default: concurrency)")
     parser.add_argument("--table", type=Path, default=None, help="print a results JSON as Markdown and exit")
     args = parser.parse_args(argv)
     if args.table is not None:
@@ -380,12 +384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     params: dict[str, Any] = {}
     if args.engine == "test":
         params["fault_piece_delay_ms"] = args.test_rtf * TEST_PIECE_S * 1000
-    name = "concurrency_smoke" if args.smoke else "concurrency"
+    name = args.name or ("concurrency_smoke" if args.smoke else "concurrency")
     load_before = machine()["load_average_1m"]
     results = {s: _run_scheduler(args, s, params) for s in args.schedulers}
     report: dict[str, Any] = {
         "machine": {**machine(), "load_average_1m_before": load_before},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "table")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "table", "name")},
         "schedulers": results,
         "targets": _targets(results, args.target_level),
     }

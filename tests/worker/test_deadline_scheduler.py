@@ -346,3 +346,30 @@ async def test_sim_no_stream_starves_under_a_stream_of_newcomers() -> None:
     assert max(waits) < long.margin_s + PIECE_S * 5, "bounded: never held back much past its margin"
     for n in newcomers:
         assert n.starts[0] - n.arrive_s < 0.2, "and every newcomer still got its first piece soon"
+
+
+class FixedPlayback:
+    def __init__(self, due: float) -> None:
+        self._due = due
+
+    def due(self, ahead_s: float = 0.0) -> float:
+        return self._due + ahead_s
+
+
+async def test_a_stream_far_ahead_of_its_listener_does_not_count_against_the_capacity() -> None:
+    clock = FakeClock()
+    scheduler = _scheduler(clock, slots=1, max_queue=1, target_utilization=1.0, rtf_window_pieces=1)
+    await _make_piece(scheduler, clock, 0.5, 1.0)
+    deadline = time.monotonic() + 60
+    ahead, near = await scheduler.admit(deadline), await scheduler.admit(deadline)
+    queued = asyncio.ensure_future(scheduler.admit(deadline))
+    assert await eventually(lambda: scheduler.waiting == 1)
+    near.playback = FixedPlayback(clock.now + 1.0)  # needs audio soon: counts
+    ahead.playback = FixedPlayback(clock.now + scheduler.free_lead_s + 1.0)  # needs nothing for a while
+    assert scheduler.far_ahead == 1
+    await _make_piece(scheduler, clock, 0.5, 1.0)  # any piece re-checks the queue
+    third = await asyncio.wait_for(queued, 5)
+    assert scheduler.running == 3
+    for ticket in (ahead, near, third):
+        ticket.release()
+    assert scheduler.running == 0

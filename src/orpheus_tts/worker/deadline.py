@@ -332,12 +332,6 @@ class _Ticket:
             raise
         slots.pause(self, playback.due(), rank=self._rank)
 
-    @property
-    def far_ahead(self) -> int:
-        """Admitted streams whose next piece is due more than ``free_lead_s`` from now."""
-        limit = self._clock() + self.free_lead_s
-        return sum(1 for t in self.tickets if t.playback is not None and t.playback.due() > limit)
-
     def record(self, compute_s: float, audio_s: float) -> None:
         self._scheduler.record(compute_s, audio_s)
 
