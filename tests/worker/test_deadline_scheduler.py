@@ -171,7 +171,9 @@ class FakeClock:
 async def _make_piece(scheduler: DeadlineScheduler, clock: FakeClock, busy_s: float, audio_s: float) -> None:
     """One piece of ``audio_s`` seconds made in ``busy_s`` seconds of slot time."""
     await scheduler.slots.acquire(0.0, FAR)
+    scheduler.slots.begin()
     clock.now += busy_s
+    scheduler.slots.end()
     scheduler.slots.release()
     scheduler.record(busy_s, audio_s)
 
@@ -198,17 +200,17 @@ async def test_capacity_estimate_from_the_measured_real_time_factor() -> None:
     assert fast.stream_capacity == 10, "capped by max_streams"
 
 
-async def test_busy_time_counts_once_however_many_slots_are_held() -> None:
+async def test_busy_time_counts_once_however_many_slots_compute() -> None:
     clock = FakeClock()
     slots = ComputeSlots(2, clock=clock)
-    await slots.acquire(0.0, FAR)
+    slots.begin()
     clock.now += 1.0
-    await slots.acquire(0.0, FAR)
+    slots.begin()
     clock.now += 1.0
-    slots.release()
+    slots.end()
     clock.now += 1.0
-    slots.release()
-    clock.now += 5.0
+    slots.end()
+    clock.now += 5.0  # idle (or a slot kept between pieces): not busy
     assert slots.busy_seconds() == 3.0
 
 

@@ -145,6 +145,7 @@ class ComputeSlots:
         self._clock = clock
         self._busy_total_s = 0.0
         self._busy_since: float | None = None
+        self._computing = 0
         self._free = slots
         self._waiters: list[_Waiter] = []
         self._order = itertools.count()
@@ -162,10 +163,23 @@ class ComputeSlots:
         return sum(1 for w in self._waiters if not w.future.done())
 
     def busy_seconds(self) -> float:
-        """Wall-clock seconds, since creation, during which at least one slot was held."""
+        """Wall-clock seconds, since creation, during which at least one slot computed (see :meth:`begin`)."""
         if self._busy_since is None:
             return self._busy_total_s
         return self._busy_total_s + self._clock() - self._busy_since
+
+    def begin(self) -> None:
+        """A holder starts computing a piece (a slot kept idle between pieces is not busy)."""
+        if self._computing == 0:
+            self._busy_since = self._clock()
+        self._computing += 1
+
+    def end(self) -> None:
+        """A holder is done computing its piece."""
+        self._computing -= 1
+        if self._computing == 0 and self._busy_since is not None:
+            self._busy_total_s += self._clock() - self._busy_since
+            self._busy_since = None
 
     def _key(self, due: float, rank: float, seq: int, now: float) -> tuple[int, float, int]:
         return (0, due, seq) if due - now <= self.horizon_s else (1, rank, seq)
@@ -244,15 +258,10 @@ class ComputeSlots:
         self._give_free()
 
     def _take_free(self) -> None:
-        if self._free == self.slots:
-            self._busy_since = self._clock()
         self._free -= 1
 
     def _give_free(self) -> None:
         self._free += 1
-        if self._free == self.slots and self._busy_since is not None:
-            self._busy_total_s += self._clock() - self._busy_since
-            self._busy_since = None
 
     def _unidle(self, holder: object) -> None:
         _, _, timer = self._idle.pop(holder)
@@ -325,11 +334,14 @@ class _Ticket:
         self.playback = playback
         slots = self._scheduler.slots
         await slots.acquire(playback.due(), deadline, holder=self, rank=self._rank)
+        slots.begin()
         try:
             yield
         except BaseException:
+            slots.end()
             slots.release()
             raise
+        slots.end()
         slots.pause(self, playback.due(), rank=self._rank)
 
     def record(self, compute_s: float, audio_s: float) -> None:
