@@ -16,9 +16,10 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PIP) -e '.[embedded]'
 	touch $@
 
+# llamacpp: llama-cpp-python compiles llama.cpp once (minutes); pip caches the wheel.
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) $(TORCH_CPU)
-	$(PIP) -e '.[embedded,orpheus,dev]'
+	$(PIP) -e '.[embedded,orpheus,llamacpp,dev,livekit,pipecat]'
 	@$(MAKE) --no-print-directory browser
 	touch $@ $(VENV)/.demo-installed
 

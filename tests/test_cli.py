@@ -11,7 +11,8 @@ import av
 import pytest
 
 from orpheus_tts.engines.testing import render
-from orpheus_tts.gateway.auth import Authenticator, load_keys_file
+from orpheus_tts.gateway.auth import Authenticator
+from orpheus_tts.gateway.keys import load_keys_file
 from tests.servers import run_cli
 
 TEXT = "The command line speaks. It writes many formats."
@@ -128,3 +129,46 @@ def test_voice_aliases_are_configuration(tmp_path: Path) -> None:
     assert ok.status_code == 200
     assert gone.status_code == 404, "configured aliases replace the built-in ones"
     assert "narrator" in gone.json()["error"]["message"]
+
+
+def test_say_realtime_speaks_each_line_as_it_arrives(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.eventually import eventually_sync
+
+    out = tmp_path / "a.pcm"
+    with run_cli("worker", "--engine", "test") as (url, _):
+
+        def characters() -> float:
+            text = httpx.get(url + "/metrics").text
+            lines = [line for line in text.splitlines() if line.startswith("orpheus_input_characters_total")]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orpheus_tts.cli", "say", "--realtime", "--url", url, "-o", str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write("The first line is spoken.\n")
+        proc.stdin.flush()
+        # Spoken while standard input is still open: the line was read as it arrived.
+        assert eventually_sync(lambda: characters() >= len("The first line is spoken."), within_s=30)
+        proc.stdin.write("Then the second one.\n")
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, stderr
+    assert "real-time factor" in stdout
+    assert out.read_bytes() == render("The first line is spoken.") + render("Then the second one.")
+
+
+def test_say_realtime_needs_a_server() -> None:
+    done = cli("say", "hi", "--realtime", "-o", "x.pcm")
+    assert done.returncode == 1
+    assert "--url" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -11,7 +11,9 @@ import pytest
 
 from orpheus_tts import cli, configdoc
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.routing.settings import RoutingSettings
+from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import WorkerConfig
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -44,7 +46,7 @@ def test_check_mode_fails_on_a_stale_page(tmp_path: Path, capsys: pytest.Capture
     assert "stale" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cls", [WorkerConfig, GatewayConfig, RoutingSettings])
+@pytest.mark.parametrize("cls", [WorkerConfig, GatewayConfig, HttpSettings, RealtimeLimits, RoutingSettings])
 def test_every_field_is_documented(cls: type, page: str) -> None:
     docs = configdoc.field_docs(cls)
     assert [d.name for d in docs] == list(inspect.signature(cls).parameters)
@@ -62,8 +64,10 @@ def test_defaults_and_constants_are_the_real_ones() -> None:
     assert routing["hedge_ttfb_ms"].default == repr(RoutingSettings().hedge_ttfb_ms)
 
 
-def value_for(field: configdoc.FieldDoc) -> tuple[str, object]:
-    """A command-line value for the field, and what the field should then hold."""
+def value_for(field: configdoc.FieldDoc) -> tuple[str | None, object]:
+    """A command-line value for the field (``None``: a switch), and what the field should then hold."""
+    if field.type == "bool":
+        return None, True
     if field.type.startswith("Literal["):
         choice = ast.literal_eval(field.type.removeprefix("Literal"))[-1]
         return choice, choice
@@ -78,33 +82,36 @@ def value_for(field: configdoc.FieldDoc) -> tuple[str, object]:
     return "w-7", "w-7"
 
 
-def build(command: str, argv: list[str]) -> object:
+def build(command: str, argv: list[str], cls: type = WorkerConfig) -> object:
     args = cli.build_parser().parse_args([command, *argv])
-    if command == "worker":
-        return cli._worker_config(args)
-    return cli._gateway_config(args, list(args.worker))
+    config = cli._worker_config(args) if command == "worker" else cli._gateway_config(args, list(args.worker))
+    return config.http if cls is HttpSettings else config
 
 
-@pytest.mark.parametrize(("cls", "command"), [(WorkerConfig, "worker"), (GatewayConfig, "gateway")])
+CONFIGS = [(WorkerConfig, "worker"), (GatewayConfig, "gateway"), (HttpSettings, "worker"), (HttpSettings, "gateway")]
+
+
+@pytest.mark.parametrize(("cls", "command"), CONFIGS)
 def test_each_documented_flag_reaches_its_field(cls: type, command: str) -> None:
     flagged = [d for d in configdoc.field_docs(cls, (command,)) if d.flags]
     assert len(flagged) >= 5
     for field in flagged:
         text, expected = value_for(field)
         for flag in field.flags:
-            config = build(command, [flag, text])
+            config = build(command, [flag] if text is None else [flag, text], cls)
             assert getattr(config, field.name) == expected, f"{flag} does not set {cls.__name__}.{field.name}"
 
 
-@pytest.mark.parametrize(("cls", "command"), [(WorkerConfig, "worker"), (GatewayConfig, "gateway")])
+@pytest.mark.parametrize(("cls", "command"), CONFIGS)
 def test_each_documented_variable_reaches_its_field(cls: type, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with_env = [d for d in configdoc.field_docs(cls, (command,)) if d.env]
     assert with_env
     for field in with_env:
         text, expected = value_for(field)
         for name in field.env:
+            assert text is not None
             monkeypatch.setenv(name, text)
-            assert getattr(build(command, []), field.name) == expected, f"{name} does not set {field.name}"
+            assert getattr(build(command, [], cls), field.name) == expected, f"{name} does not set {field.name}"
             monkeypatch.delenv(name)
 
 

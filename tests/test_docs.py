@@ -18,7 +18,15 @@ from orpheus_tts.worker.config import WorkerConfig
 from tests.deploy.manifests import ParseError, exported, parse_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["quickstart.md", "operations.md", "architecture.md", "troubleshooting.md", "configuration.md", "scheduling.md"]
+PAGES = [
+    "quickstart.md",
+    "operations.md",
+    "architecture.md",
+    "troubleshooting.md",
+    "configuration.md",
+    "integrations.md",
+    "scheduling.md",
+]
 FENCE_RE = re.compile(r"```[a-z]*\n(.*?)```", re.S)
 FLAG_RE = re.compile(r"`(--[a-z][a-z0-9-]*)")
 METRIC_RE = re.compile(r"(?<![.\w])orpheus_(?!tts\b)[a-z0-9_]+\b")  # not orpheus_tts, not bench.orpheus_gpu

@@ -7,15 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from orpheus_tts.engines.testing import render
+from tests.eventually import eventually, eventually_sync
 from tests.servers import free_port, run_cli
 from tests.streams import stream_tts
 
@@ -41,14 +42,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_healthy(url: str, count: int, timeout_s: float = 30.0) -> dict[str, object]:
+def _system(url: str) -> dict[str, Any]:
+    data: dict[str, Any] = httpx.get(f"{url}/v1/system").json()
+    return data
+
+
+def _wait_healthy(url: str, count: int, timeout_s: float = 30.0) -> dict[str, Any]:
     """``/v1/system`` once ``count`` workers are healthy (the gateway is ready after the first)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        system: dict[str, object] = httpx.get(f"{url}/v1/system").json()
-        if system["totals"]["healthy"] == count or time.monotonic() > deadline:  # type: ignore[index]
-            return system
-        time.sleep(0.1)
+    eventually_sync(lambda: _system(url)["totals"]["healthy"] == count, within_s=timeout_s)
+    return _system(url)
 
 
 async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
@@ -64,16 +66,12 @@ async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
         assert result.status == 200
         assert result.error is not None
         assert result.error.code == "worker_lost"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            after = _worker_pids(proc.pid)
-            healthy = httpx.get(f"{url}/v1/system").json()["totals"]["healthy"]
-            if len(after) == 2 and after != before and healthy == 2:
-                break
-            await asyncio.sleep(0.2)
+        assert await eventually(
+            lambda: len(_worker_pids(proc.pid)) == 2 and _system(url)["totals"]["healthy"] == 2, within_s=30
+        )
+        after = _worker_pids(proc.pid)
         assert len(after) == 2
         assert after != before, "the dead worker was replaced by a new process"
-        assert healthy == 2
         assert (await stream_tts(url, {"text": "Back to normal."})).error is None
 
 
@@ -141,7 +139,7 @@ async def test_sigterm_drains_running_streams() -> None:
         _wait_healthy(url, 2)
         workers = _worker_pids(proc.pid)
         running = asyncio.ensure_future(stream_tts(url, {"text": text, "fault_piece_delay_ms": 100}))
-        await asyncio.sleep(0.8)
+        assert await eventually(lambda: _system(url)["active_streams"] == 1)
         proc.send_signal(signal.SIGTERM)  # the serve process only: its workers are its own to stop
         result = await running
         assert proc.wait(timeout=30) == 0
@@ -157,9 +155,5 @@ def test_workers_do_not_outlive_a_killed_supervisor() -> None:
         workers = _worker_pids(proc.pid)
         proc.kill()  # SIGKILL: the supervisor gets no chance to stop anything
         proc.wait()
-        deadline = time.monotonic() + 15
-        alive = workers
-        while alive and time.monotonic() < deadline:
-            alive = {p for p in workers if _alive(p)}
-            time.sleep(0.1)
-    assert not alive, "workers died with their supervisor"
+        died = eventually_sync(lambda: not any(_alive(p) for p in workers), within_s=15)
+    assert died, "workers died with their supervisor"

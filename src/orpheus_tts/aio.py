@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["DeadlinePassed", "next_before", "run_before"]
+__all__ = ["DeadlinePassed", "Stopped", "next_before", "run_before"]
 
 T = TypeVar("T")
 
 
 class DeadlinePassed(Exception):
     """The deadline passed before the next item arrived."""
+
+
+class Stopped(Exception):
+    """The ``stop`` future completed before the awaitable did (e.g. shutdown cut the wait short)."""
 
 
 async def next_before(iterator: AsyncIterator[T], deadline: float) -> T:
@@ -40,20 +45,23 @@ async def next_before(iterator: AsyncIterator[T], deadline: float) -> T:
     return step.result()
 
 
-async def run_before(awaitable: Awaitable[T], deadline: float) -> T:
+async def run_before(awaitable: Awaitable[T], deadline: float, stop: asyncio.Future[None] | None = None) -> T:
     """``await awaitable`` if it finishes before ``deadline``; else cancel it and raise :class:`DeadlinePassed`.
 
-    Like :func:`next_before`, it never swallows a cancellation of the caller.
+    When ``stop`` completes first, the awaitable is cancelled and :class:`Stopped`
+    is raised. Like :func:`next_before`, it never swallows a cancellation of the caller.
     """
     task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+    waiting: set[asyncio.Future[Any]] = {task} if stop is None else {task, stop}
+    timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
     try:
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
         await _cancel(task)
         raise
-    if not done:
+    if task not in done:
         await _cancel(task)
-        raise DeadlinePassed
+        raise Stopped if stop is not None and stop in done else DeadlinePassed
     return task.result()
 
 

@@ -12,7 +12,33 @@ from pathlib import Path
 from typing import Any
 
 from orpheus_tts import __version__
-from orpheus_tts.gateway.config import DEFAULT_DRAIN_GRACE_S, DEFAULT_PROBE_INTERVAL_S, GatewayConfig
+from orpheus_tts.gateway.config import (
+    DEFAULT_DRAIN_GRACE_S,
+    DEFAULT_PROBE_INTERVAL_S,
+    DEFAULT_STALL_TIMEOUT_S,
+    GatewayConfig,
+)
+from orpheus_tts.realtime.limits import (
+    DEFAULT_BUFFER_DELAY_S,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_BUFFERED_CHARS,
+    DEFAULT_MAX_CONTEXTS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_OUTBOX_MESSAGES,
+    DEFAULT_PIPELINE_SEGMENTS,
+    RealtimeLimits,
+)
+from orpheus_tts.serving.settings import (
+    DEFAULT_BODY_IDLE_TIMEOUT_S,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_LINE_BYTES,
+    HttpSettings,
+)
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_QUEUE,
@@ -22,6 +48,7 @@ from orpheus_tts.worker.config import (
     DEFAULT_PLAYBACK_MARGIN_S,
     DEFAULT_SCHEDULER,
     DEFAULT_TARGET_UTILIZATION,
+    DEFAULT_WORKER_DRAIN_GRACE_S,
     WorkerConfig,
 )
 
@@ -71,6 +98,20 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         help="openai backend: base URL of the completions server",
     )
     orpheus.add_argument("--allow-download", action="store_true", help="let the engine download missing weights")
+    orpheus.add_argument(
+        "--backend-option",
+        action="append",
+        default=_backend_option_env(),
+        metavar="KEY=VALUE",
+        help="a setting of the chosen backend or of the engine, typed and checked (repeatable; "
+        "`orpheus-tts backends` lists them); ORPHEUS_BACKEND_OPTIONS holds more, space-separated",
+    )
+
+
+def _backend_option_env() -> list[str]:
+    import shlex
+
+    return shlex.split(os.environ.get("ORPHEUS_BACKEND_OPTIONS", ""))
 
 
 def _voice_aliases(pairs: list[str]) -> dict[str, str] | None:
@@ -90,9 +131,16 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "test":
         options["faults"] = args.enable_test_faults
     elif args.engine == "orpheus":
+        from orpheus_tts.engines.orpheus.backends.options import parse_backend_options
+
         options.update(backend=args.backend, model=args.model, snac=args.snac, allow_download=args.allow_download)
         if args.backend_url:
             options["base_url"] = args.backend_url
+        try:
+            backend_options = parse_backend_options(args.backend, args.backend_option)
+        except Exception as exc:
+            raise CliError(str(exc)) from exc
+        options.update(backend_options)
     return options
 
 
@@ -112,6 +160,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
     )
     parser.add_argument("--probe-interval-s", type=float, default=DEFAULT_PROBE_INTERVAL_S)
     parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S)
+    parser.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=_env("STALL_TIMEOUT_S", str(DEFAULT_STALL_TIMEOUT_S)),
+        help="end a worker's stream as worker_lost after this long without a byte",
+    )
     parser.add_argument("--log-level", default="warning")
 
 
@@ -121,6 +175,163 @@ def _add_worker_limits(parser: argparse.ArgumentParser, queue: bool = True) -> N
     parser.add_argument("--default-timeout-s", type=float, default=_env("DEFAULT_TIMEOUT_S", str(DEFAULT_DEADLINE_S)))
     parser.add_argument("--max-timeout-s", type=float, default=_env("MAX_TIMEOUT_S", str(DEFAULT_MAX_TIMEOUT_S)))
     parser.add_argument("--max-text-chars", type=int, default=_env("MAX_TEXT_CHARS", str(DEFAULT_MAX_TEXT_CHARS)))
+    parser.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=_env("MAX_JSON_DEPTH", str(DEFAULT_MAX_JSON_DEPTH)),
+        help="deepest nesting of a request body",
+    )
+
+
+_HTTP_LIMITS: tuple[tuple[str, str, type, Any, str], ...] = (
+    ("--max-header-line-bytes", "MAX_HEADER_LINE_BYTES", int, DEFAULT_MAX_HEADER_LINE_BYTES, "longest header line"),
+    ("--max-header-bytes", "MAX_HEADER_BYTES", int, DEFAULT_MAX_HEADER_BYTES, "largest request head"),
+    ("--header-timeout-s", "HEADER_TIMEOUT_S", float, DEFAULT_HEADER_TIMEOUT_S, "seconds to send the headers"),
+    ("--body-idle-timeout-s", "BODY_IDLE_TIMEOUT_S", float, DEFAULT_BODY_IDLE_TIMEOUT_S, "longest pause in a body"),
+    ("--body-timeout-s", "BODY_TIMEOUT_S", float, DEFAULT_BODY_TIMEOUT_S, "seconds to send a whole body"),
+    ("--keepalive-timeout-s", "KEEPALIVE_TIMEOUT_S", float, DEFAULT_KEEPALIVE_TIMEOUT_S, "idle keep-alive"),
+    ("--max-connections", "MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS, "open client connections"),
+)
+"""The connection limits every server takes (``serve`` passes them on to its workers)."""
+
+
+_REALTIME_LIMITS: tuple[tuple[str, str, str, type, Any, str], ...] = (
+    (
+        "--realtime-max-contexts",
+        "max_contexts",
+        "REALTIME_MAX_CONTEXTS",
+        int,
+        DEFAULT_MAX_CONTEXTS,
+        "contexts open at once",
+    ),
+    (
+        "--realtime-max-buffered-chars",
+        "max_buffered_chars",
+        "REALTIME_MAX_BUFFERED_CHARS",
+        int,
+        DEFAULT_MAX_BUFFERED_CHARS,
+        "characters of a context waiting for synthesis",
+    ),
+    (
+        "--realtime-max-message-bytes",
+        "max_message_bytes",
+        "REALTIME_MAX_MESSAGE_BYTES",
+        int,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "largest client message",
+    ),
+    (
+        "--realtime-idle-timeout-s",
+        "idle_timeout_s",
+        "REALTIME_IDLE_TIMEOUT_S",
+        float,
+        DEFAULT_IDLE_TIMEOUT_S,
+        "seconds without a message (and nothing to send) before the socket closes",
+    ),
+    (
+        "--realtime-buffer-delay-s",
+        "buffer_delay_s",
+        "REALTIME_BUFFER_DELAY_S",
+        float,
+        DEFAULT_BUFFER_DELAY_S,
+        "seconds without new text before buffered words are spoken",
+    ),
+    (
+        "--realtime-pipeline-segments",
+        "pipeline_segments",
+        "REALTIME_PIPELINE_SEGMENTS",
+        int,
+        DEFAULT_PIPELINE_SEGMENTS,
+        "segments of a context in synthesis at once",
+    ),
+    (
+        "--realtime-outbox-messages",
+        "outbox_messages",
+        "REALTIME_OUTBOX_MESSAGES",
+        int,
+        DEFAULT_OUTBOX_MESSAGES,
+        "audio messages queued for a slow reader before synthesis waits",
+    ),
+)
+"""The limits of each realtime socket (worker and gateway)."""
+
+
+def _add_realtime_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("realtime (/v1/tts/realtime) limits")
+    for flag, dest, env, kind, default, meaning in _REALTIME_LIMITS:
+        group.add_argument(flag, dest=dest, type=kind, default=_env(env, str(default)), help=meaning)
+
+
+def _realtime_limits(args: argparse.Namespace) -> RealtimeLimits:
+    return RealtimeLimits(**{dest: getattr(args, dest) for _, dest, *_ in _REALTIME_LIMITS})
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def _add_http_args(parser: argparse.ArgumentParser, metrics_port: bool = True) -> None:
+    http = parser.add_argument_group("HTTP limits and request checks")
+    for flag, env, kind, default, meaning in _HTTP_LIMITS:
+        http.add_argument(flag, type=kind, default=_env(env, str(default)), help=meaning)
+    http.add_argument(
+        "--allow-origin",
+        dest="allow_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed besides the server's own, e.g. https://app.example; * for any (repeatable)",
+    )
+    http.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted besides the server's address, on an open loopback server (repeatable)",
+    )
+    if metrics_port:
+        http.add_argument(
+            "--metrics-port",
+            type=int,
+            default=_env("METRICS_PORT", None),
+            help="serve /metrics only on this port, on the same host",
+        )
+    http.add_argument("--api-docs", action="store_true", help="serve /docs and /redoc (off by default)")
+
+
+def _http_settings(args: argparse.Namespace) -> HttpSettings:
+    return HttpSettings(
+        max_header_line_bytes=args.max_header_line_bytes,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_s=args.header_timeout_s,
+        body_idle_timeout_s=args.body_idle_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        keepalive_timeout_s=args.keepalive_timeout_s,
+        max_connections=args.max_connections,
+        allow_origins=tuple([*args.allow_origins, *_env_list("ORPHEUS_ALLOW_ORIGINS")]),
+        allow_hosts=tuple([*args.allow_hosts, *_env_list("ORPHEUS_ALLOW_HOSTS")]),
+        metrics_port=int(args.metrics_port) if getattr(args, "metrics_port", None) is not None else None,
+        api_docs=args.api_docs,
+    )
+
+
+def _http_worker_args(args: argparse.Namespace) -> list[str]:
+    """The connection limits ``serve`` gives each worker it starts."""
+    out = []
+    for flag, *_ in _HTTP_LIMITS:
+        out += [flag, str(getattr(args, flag.removeprefix("--").replace("-", "_")))]
+    return out
+
+
+def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **options: Any) -> Any:
+    """A uvicorn server for ``app`` under ``settings``, and the sockets to run it on (``None``: its own)."""
+    from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+    from orpheus_tts.serving.shutdown import DrainingServer
+
+    server = DrainingServer(uvicorn_config(app, host, port, settings, **options))
+    sockets = bind_sockets(host, port, settings) if settings.metrics_port is not None else None
+    return server, sockets
 
 
 def _add_scheduler_args(parser: argparse.ArgumentParser) -> None:
@@ -157,19 +368,31 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         worker_id=getattr(args, "worker_id", None) or f"{args.host}:{args.port}",
+        drain_grace_s=args.drain_grace_s,
+        http=_http_settings(args),
+        realtime=_realtime_limits(args),
     )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from orpheus_tts.engines.registry import create_engine
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
     from orpheus_tts.worker.app import create_app
 
     engine = create_engine(args.engine, **_engine_options(args))
-    app = create_app(engine, _worker_config(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    config = _worker_config(args)
+    app = create_app(engine, config)
+    server, sockets = _serve_http(
+        app,
+        args.host,
+        args.port,
+        config.http,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=uvicorn_grace_s(config.drain_grace_s),
+    )
+    server.run(sockets=sockets)
     return 0
 
 
@@ -180,8 +403,12 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
+        max_json_depth=args.max_json_depth,
         probe_interval_s=args.probe_interval_s,
         drain_grace_s=args.drain_grace_s,
+        stall_timeout_s=args.stall_timeout_s,
+        http=_http_settings(args),
+        realtime=_realtime_limits(args),
         extra=extra,
     )
 
@@ -209,21 +436,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any = None) -> None:
-    import uvicorn
-
     from orpheus_tts.gateway.app import create_app
+    from orpheus_tts.serving.shutdown import uvicorn_grace_s
 
     auth = _authenticator(args)
     extra = {"mode": "serve"} if supervisor is not None else {}
-    app = create_app(_gateway_config(args, workers, **extra), auth)
-    config = uvicorn.Config(
+    config = _gateway_config(args, workers, **extra)
+    app = create_app(config, auth)
+    server, sockets = _serve_http(
         app,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        config.http,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.drain_grace_s),
+        timeout_graceful_shutdown=uvicorn_grace_s(args.drain_grace_s),
     )
-    server = uvicorn.Server(config)
     watcher = None
     if supervisor is not None:
         watcher = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
@@ -233,7 +460,7 @@ def _run_gateway(args: argparse.Namespace, workers: list[str], supervisor: Any =
     # stopped and the process exits 0 instead of dying by the re-raised SIGTERM.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        server.run()  # uvicorn's own loop setup: uvloop and httptools when installed
+        server.run(sockets=sockets)  # uvicorn's own loop setup: uvloop when installed
     except (KeyboardInterrupt, _Terminated):
         pass
     finally:
@@ -256,7 +483,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     count = args.workers or default_worker_count(args.engine)
     worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
-                   "--max-text-chars", str(args.max_text_chars), *_scheduler_argv(args)]  # fmt: skip
+                   "--max-text-chars", str(args.max_text_chars),
+                   "--max-json-depth", str(args.max_json_depth), *_scheduler_argv(args)]  # fmt: skip
+    worker_args += _http_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:
@@ -274,6 +503,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 worker_args += [flag, value]
         if args.allow_download:
             worker_args.append("--allow-download")
+        for pair in args.backend_option:
+            worker_args += ["--backend-option", pair]
     supervisor = WorkerSupervisor(count, worker_args)
     supervisor.start()
     print(
@@ -288,14 +519,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from orpheus_tts.engines.orpheus import BACKEND_NAMES
+    from orpheus_tts.engines.orpheus.backends.options import backend_installed, declared_options
+
+    if args.name is not None and args.name not in BACKEND_NAMES:
+        raise CliError(f"unknown backend {args.name!r}; choose one of: {', '.join(BACKEND_NAMES)}")
+    for name in [args.name] if args.name else BACKEND_NAMES:
+        print(f"{name} ({'installed' if backend_installed(name) else 'not installed'}): --backend {name}")
+        options = declared_options(name)
+        for scope, title in (("backend", "backend options"), ("engine", "engine options")):
+            print(f"  {title}:")
+            for option in (o for o in options if o.scope == scope):
+                print(f"    {option.name}={option.kind} (default {option.default!r})  {option.help}".rstrip())
+    print("\nSet with --backend-option KEY=VALUE (repeatable) or ORPHEUS_BACKEND_OPTIONS='KEY=VALUE ...'.")
+    return 0
+
+
 def _cmd_say(args: argparse.Namespace) -> int:
     from orpheus_tts.clientcli import SayOptions, parse_params, run_say
 
     params = parse_params(args.param)
     if args.speed is not None:
         params["speed"] = args.speed
+    lines = None
+    if args.realtime and args.text in (None, "-") and args.file is None:
+        text, lines = "", iter(sys.stdin.readline, "")
+    else:
+        text = _read_text(args.text, args.file)
     options = SayOptions(
-        text=_read_text(args.text, args.file),
+        text=text,
         output=args.output,
         voice=args.voice,
         params=params,
@@ -304,6 +557,8 @@ def _cmd_say(args: argparse.Namespace) -> int:
         play=args.play,
         engine=args.engine,
         engine_options=_engine_options(args),
+        realtime=args.realtime,
+        lines=lines,
     )
     return run_say(options)
 
@@ -358,16 +613,26 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default=_env("HOST", DEFAULT_HOST))
     worker.add_argument("--port", type=int, default=_env("PORT", str(DEFAULT_WORKER_PORT)))
     worker.add_argument("--worker-id", default=None, help="name reported in metrics frames")
+    worker.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=_env("DRAIN_GRACE_S", str(DEFAULT_WORKER_DRAIN_GRACE_S)),
+        help="on shutdown, how long running requests may take",
+    )
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)
     _add_scheduler_args(worker)
+    _add_http_args(worker)
+    _add_realtime_args(worker)
     worker.set_defaults(func=_cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run a gateway in front of running workers")
     _add_gateway_args(gateway, DEFAULT_GATEWAY_PORT)
     gateway.add_argument("--worker", action="append", default=[], help="worker base URL (repeatable)")
     _add_worker_limits(gateway, queue=False)
+    _add_http_args(gateway)
+    _add_realtime_args(gateway)
     gateway.set_defaults(func=_cmd_gateway)
 
     serve = sub.add_parser("serve", help="the whole stack on this machine: a gateway and N worker processes")
@@ -381,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(serve)
     _add_worker_limits(serve)
     _add_scheduler_args(serve)
+    _add_http_args(serve)
+    _add_realtime_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
     say = sub.add_parser("say", help="speak text into an audio file (format from its extension) or the speakers")
@@ -388,6 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-f", "--file", default=None, help="read the text from this file")
     say.add_argument("-o", "--output", default=None, help="output file: .wav .mp3 .flac .ogg/.opus .aac .pcm")
     say.add_argument("--play", action="store_true", help="play through the speakers while it streams")
+    say.add_argument(
+        "--realtime",
+        action="store_true",
+        help="read the text line by line as it arrives and speak it as it comes (needs --url)",
+    )
     say.add_argument("--voice", default=None)
     say.add_argument("--speed", type=float, default=None)
     say.add_argument(
@@ -418,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--requests-per-minute", type=int, default=None)
     keys_new.set_defaults(func=_cmd_keys_new)
 
+    backends = sub.add_parser("backends", help="the Orpheus engine's backends and the options each takes")
+    backends.add_argument("name", nargs="?", default=None, help="one backend (default: all)")
+    backends.set_defaults(func=_cmd_backends)
+
     demo = sub.add_parser("demo", help="start the stack, speak a sentence into a WAV file, stop")
     demo.add_argument("--output", default="hello.wav")
     demo.add_argument("--text", default=DEMO_TEXT)
@@ -432,6 +708,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if os.environ.get("ORPHEUS_DEBUG"):
+            raise
+        # The base install is the SDK; servers and engines are extras.
+        print(
+            f"orpheus-tts: error: {exc}: this command needs the server extra "
+            "(pip install 'orpheus-tts[server]', or an engine extra such as [embedded])",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:  # one clear line for people, not a traceback
         if os.environ.get("ORPHEUS_DEBUG"):
             raise

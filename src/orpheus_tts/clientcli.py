@@ -3,7 +3,10 @@
 ``say`` speaks through a running gateway or worker (``--url``) or with an
 engine in-process, writes the format its output name asks for, shows a
 progress bar with audio seconds and real-time factor on a terminal (a plain
-summary otherwise), and can play while it streams (``--play``).
+summary otherwise), and can play while it streams (``--play``). With
+``--realtime`` it reads its text line by line as it arrives (``llm ... |
+orpheus-tts say --realtime --play``) and speaks each line as soon as the
+server's segmenter has a speakable piece of it, over ``/v1/tts/realtime``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -82,6 +85,10 @@ class SayOptions:
     play: bool
     engine: str
     engine_options: dict[str, Any]
+    realtime: bool = False
+    """Speak ``lines`` as they arrive, through the server's realtime socket."""
+    lines: Iterator[str] | None = None
+    """Where ``--realtime`` reads its text (standard input); ``None``: ``text``, line by line."""
 
 
 class _Player:
@@ -112,6 +119,26 @@ async def _remote_pcm(options: SayOptions) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def _realtime_pcm(options: SayOptions) -> AsyncIterator[bytes]:
+    from orpheus_tts.sdk import OrpheusTTS
+
+    if options.url is None:
+        raise CliError("--realtime speaks through a running gateway or worker: give --url")
+    lines = options.lines if options.lines is not None else iter(options.text.splitlines(keepends=True))
+
+    async def arriving() -> AsyncIterator[str]:
+        while True:
+            # Blocking reads run on a thread, so audio keeps flowing while the next line is awaited.
+            line = await asyncio.to_thread(next, lines, None)
+            if line is None:
+                return
+            yield line if line.endswith("\n") else line + " "
+
+    async with OrpheusTTS([options.url], api_key=options.api_key, hedge_ttfb_ms=None) as tts:
+        async for chunk in tts.stream_text(arriving(), voice=options.voice, **options.params):
+            yield chunk
+
+
 async def _local_pcm(options: SayOptions) -> AsyncIterator[bytes]:
     from orpheus_tts.engines.base import EngineError, validate_params
     from orpheus_tts.engines.registry import create_engine
@@ -133,7 +160,10 @@ async def _local_pcm(options: SayOptions) -> AsyncIterator[bytes]:
 async def _speak(
     options: SayOptions, sink: Callable[[bytes], None], progress: Callable[[int, float], None]
 ) -> tuple[int, float, float]:
-    source = _remote_pcm(options) if options.url else _local_pcm(options)
+    if options.realtime:
+        source = _realtime_pcm(options)
+    else:
+        source = _remote_pcm(options) if options.url else _local_pcm(options)
     started = time.monotonic()
     first: float | None = None
     total = 0
@@ -302,7 +332,7 @@ def run_system(url: str, api_key: str | None, as_json: bool) -> int:
 
 
 def run_keys_new(name: str, max_concurrent_streams: int | None, requests_per_minute: int | None) -> int:
-    from orpheus_tts.gateway.auth import KeysFileError, new_key_stanza
+    from orpheus_tts.gateway.keys import KeysFileError, new_key_stanza
 
     try:
         key, stanza = new_key_stanza(

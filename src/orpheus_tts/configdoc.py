@@ -26,7 +26,9 @@ from typing import Any
 
 from orpheus_tts import cli
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.routing.settings import RoutingSettings
+from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.config import WorkerConfig
 
 __all__ = ["FieldDoc", "field_docs", "render", "main"]
@@ -61,6 +63,21 @@ _SECTIONS: tuple[tuple[type[Any], str, tuple[str, ...], str], ...] = (
         "The gateway: keys, quotas, routing to workers, deadlines. Its routing core "
         "is built from `RoutingSettings` with `hedge_ttfb_ms`, `max_attempts` and "
         "`upstream_connections` taken from here.",
+    ),
+    (
+        HttpSettings,
+        "orpheus_tts.serving.settings.HttpSettings",
+        ("worker", "gateway", "serve"),
+        "Both servers' connection limits, read timeouts and request checks (the `http` field of "
+        "`WorkerConfig` and `GatewayConfig`; `docs/security.md` explains each). `orpheus-tts serve` "
+        "passes the limits on to its workers.",
+    ),
+    (
+        RealtimeLimits,
+        "orpheus_tts.realtime.limits.RealtimeLimits",
+        ("worker", "gateway", "serve"),
+        "The limits of each `/v1/tts/realtime` socket (the `realtime` field of `WorkerConfig` and "
+        "`GatewayConfig`; `docs/realtime.md` explains each). `ready` announces them to the client.",
     ),
     (
         RoutingSettings,
@@ -124,7 +141,8 @@ def field_docs(cls: type[Any], commands: Sequence[str] = ()) -> list[FieldDoc]:
         if f.default is not dataclasses.MISSING:
             default = repr(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
+            value = f.default_factory()
+            default = f"{type(value).__name__}()" if dataclasses.is_dataclass(value) else repr(value)
         else:  # pragma: no cover - every settings field has a default
             default = "(required)"
         field_flags = flags.get(f.name, ())
@@ -216,6 +234,12 @@ def _environment_table() -> list[str]:
 
 _EXTRA_ENV: dict[str, tuple[str, tuple[str, ...]]] = {
     "ORPHEUS_API_KEYS": ("more `--api-key` keys, comma-separated", ("gateway", "serve")),
+    "ORPHEUS_ALLOW_ORIGINS": ("more `--allow-origin` origins, comma-separated", ("worker", "gateway", "serve")),
+    "ORPHEUS_ALLOW_HOSTS": ("more `--allow-host` names, comma-separated", ("worker", "gateway", "serve")),
+    "ORPHEUS_BACKEND_OPTIONS": (
+        "more `--backend-option` pairs, space-separated (shell quoting)",
+        ("worker", "serve", "say", "voices"),
+    ),
     "ORPHEUS_DEBUG": ("any value: full tracebacks instead of one-line errors", ("all",)),
 }
 """Variables read outside a flag's default (checked against the CLI source by the tests)."""

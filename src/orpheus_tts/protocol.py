@@ -19,6 +19,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeGuard
 
+from orpheus_tts.validation import (
+    DEFAULT_MAX_JSON_DEPTH,
+    BodyValueError,
+    check_body_values,
+    check_speakable,
+    decode_json_body,
+)
+
 __all__ = [
     "AUDIO_FORMAT",
     "CHANNELS",
@@ -38,6 +46,7 @@ __all__ = [
     "ServiceError",
     "StreamTracker",
     "TTSRequest",
+    "WordsFrame",
     "encode_frame",
     "error_body",
     "parse_request",
@@ -57,7 +66,7 @@ HEADER_INFLIGHT = "X-Inflight"
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 """Longest NDJSON line a reader accepts; a longer one is a broken stream."""
 
-RESERVED_REQUEST_KEYS = frozenset({"text", "voice", "timeout_s"})
+RESERVED_REQUEST_KEYS = frozenset({"text", "voice", "timeout_s", "timestamps"})
 
 
 class ErrorCode(str, Enum):
@@ -77,6 +86,10 @@ class ErrorCode(str, Enum):
     CANCELLED = "cancelled"
     INTERNAL = "internal"
     NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
 
     @property
     def http_status(self) -> int:
@@ -85,6 +98,12 @@ class ErrorCode(str, Enum):
     @property
     def retryable(self) -> bool:
         return self in _RETRYABLE
+
+    @property
+    def request_caused(self) -> bool:
+        """Whether the request itself is at fault (every 4xx code): such an error never counts
+        against the server that answered it, and the same request is never tried elsewhere."""
+        return 400 <= self.http_status < 500 and self is not ErrorCode.CANCELLED
 
     @classmethod
     def parse(cls, value: object) -> ErrorCode:
@@ -100,6 +119,10 @@ _HTTP_STATUS = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.UNKNOWN_VOICE: 404,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TEXT_TOO_LONG: 413,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
@@ -190,27 +213,37 @@ class TTSRequest:
     """Requested deadline in seconds; the server caps it."""
     params: dict[str, Any] = field(default_factory=dict)
     """Generation parameters, passed to the engine and validated there."""
+    timestamps: bool = False
+    """Whether to add ``words`` frames (word timings) where the engine can tell them."""
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"text": self.text, "voice": self.voice}
         if self.timeout_s is not None:
             body["timeout_s"] = self.timeout_s
+        if self.timestamps:
+            body["timestamps"] = True
         body.update(self.params)
         return body
 
 
-def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
+def parse_request(
+    raw: bytes | str | Any, *, max_text_chars: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> TTSRequest:
     """Validate a request body (bytes, text or already-decoded JSON).
 
-    Raises :class:`RequestError` with the protocol's code for every defect.
+    Raises :class:`RequestError` with the protocol's code for every defect,
+    including the values no engine can take (:mod:`orpheus_tts.validation`):
+    nesting deeper than ``max_json_depth``, non-finite numbers, unpaired
+    surrogates, and control characters or noncharacters in ``text``.
     """
-    if isinstance(raw, (bytes, bytearray, str)):
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"body is not valid JSON: {exc}") from exc
-    else:
-        data = raw
+    try:
+        if isinstance(raw, (bytes, bytearray, str)):
+            data = decode_json_body(raw, max_json_depth)
+        else:
+            data = raw
+            check_body_values(data, max_json_depth)
+    except BodyValueError as exc:
+        raise RequestError(exc.message) from exc
     if not isinstance(data, dict):
         raise RequestError(f"body must be a JSON object, got {_json_type(data)}")
     text = data.get("text")
@@ -225,6 +258,10 @@ def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
             f"'text' has {len(text)} characters; the limit is {max_text_chars}",
             ErrorCode.TEXT_TOO_LONG,
         )
+    try:
+        check_speakable(text, "text")
+    except BodyValueError as exc:
+        raise RequestError(exc.message) from exc
     voice = data.get("voice")
     if voice is not None and not isinstance(voice, str):
         raise RequestError(f"'voice' must be a string or null, got {_json_type(voice)}")
@@ -237,8 +274,13 @@ def parse_request(raw: bytes | str | Any, *, max_text_chars: int) -> TTSRequest:
         if not math.isfinite(timeout) or timeout <= 0:
             raise RequestError(f"'timeout_s' must be a positive number, got {timeout}")
         timeout = float(timeout)
+    timestamps = data.get("timestamps", False)
+    if timestamps is None:
+        timestamps = False
+    if not isinstance(timestamps, bool):
+        raise RequestError(f"'timestamps' must be a boolean, got {_json_type(timestamps)}")
     params = {k: v for k, v in data.items() if k not in RESERVED_REQUEST_KEYS}
-    return TTSRequest(text=text, voice=voice, timeout_s=timeout, params=params)
+    return TTSRequest(text=text, voice=voice, timeout_s=timeout, params=params, timestamps=timestamps)
 
 
 def _json_type(value: object) -> str:
@@ -298,7 +340,14 @@ class ErrorFrame:
     retryable: bool = False
 
 
-Frame = ChunkFrame | MetricsFrame | EosFrame | ErrorFrame
+@dataclass(frozen=True)
+class WordsFrame:
+    """Word timings: each ``{"word", "start_s", "end_s"}``, seconds from the stream's first sample."""
+
+    words: tuple[dict[str, Any], ...]
+
+
+Frame = ChunkFrame | MetricsFrame | EosFrame | ErrorFrame | WordsFrame
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -310,6 +359,8 @@ def encode_frame(frame: Frame) -> bytes:
     obj: dict[str, Any]
     if isinstance(frame, MetricsFrame):
         obj = {"type": "metrics", **frame.values}
+    elif isinstance(frame, WordsFrame):
+        obj = {"type": "words", "words": list(frame.words)}
     elif isinstance(frame, EosFrame):
         obj = {
             "type": "eos",
@@ -356,12 +407,32 @@ def decode_frame(line: bytes | str) -> Frame | None:
         if not _is_int(samples_total) or not _is_int(chunks_total):
             raise ProtocolError("eos frame needs integer 'samples_total' and 'chunks_total'")
         return EosFrame(samples_total=samples_total, chunks_total=chunks_total)
+    if kind == "words":
+        return WordsFrame(_words(obj.get("words")))
     if kind == "error":
         code, message = obj.get("code"), obj.get("message", "")
         if not isinstance(code, str):
             raise ProtocolError("error frame needs a string 'code'")
         return ErrorFrame(code=code, message=str(message), retryable=bool(obj.get("retryable")))
     return None
+
+
+def _words(raw: object) -> tuple[dict[str, Any], ...]:
+    if not isinstance(raw, list):
+        raise ProtocolError("words frame needs a list 'words'")
+    out: list[dict[str, Any]] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ProtocolError("each word timing must be an object")
+        word, start, end = item.get("word"), item.get("start_s"), item.get("end_s")
+        if not isinstance(word, str) or not _is_seconds(start) or not _is_seconds(end):
+            raise ProtocolError("a word timing needs a string 'word' and numbers 'start_s' and 'end_s'")
+        out.append({"word": word, "start_s": float(start), "end_s": float(end)})
+    return tuple(out)
+
+
+def _is_seconds(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _is_int(value: object) -> TypeGuard[int]:

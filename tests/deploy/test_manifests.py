@@ -13,8 +13,9 @@ import pytest
 
 from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.gateway.app import create_app as create_gateway
-from orpheus_tts.gateway.auth import Authenticator, load_keys_file
+from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.gateway.keys import load_keys_file
 from orpheus_tts.worker.app import create_app as create_worker
 from orpheus_tts.worker.config import WorkerConfig
 from tests.deploy.manifests import (
@@ -273,7 +274,9 @@ def test_k8s_ports_and_probes_match_the_commands(routes: dict[str, set[str]]) ->
         name = deployment["metadata"]["name"]
         args = parse_cli(container["args"])
         role = role_of(container["args"])
-        assert [p["containerPort"] for p in container["ports"]] == [args.port], name
+        metrics_port = getattr(args, "metrics_port", None)
+        listeners = [args.port] if metrics_port is None else [args.port, int(metrics_port)]
+        assert [p["containerPort"] for p in container["ports"]] == listeners, name
         probes = {
             kind: container[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe") if kind in container
         }
@@ -283,7 +286,9 @@ def test_k8s_ports_and_probes_match_the_commands(routes: dict[str, set[str]]) ->
             assert container_port(container, probe["httpGet"]["port"]) == args.port, f"{name} {kind}"
             assert probe["httpGet"]["path"] in routes[role], f"{name} {kind}"
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-        assert int(annotations["prometheus.io/port"]) == args.port, name
+        assert int(annotations["prometheus.io/port"]) == (args.port if metrics_port is None else int(metrics_port)), (
+            name
+        )
         assert annotations["prometheus.io/path"] in routes[role], name
 
 

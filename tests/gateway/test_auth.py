@@ -12,19 +12,21 @@ import pytest
 
 from orpheus_tts.gateway.auth import (
     ANONYMOUS,
-    RATE_WINDOW_S,
     Authenticator,
     AuthError,
+    DuplicateCredentialError,
     Identity,
+    is_loopback_host,
+)
+from orpheus_tts.gateway.keys import (
     KeyLimits,
     KeysFileError,
-    QuotaError,
-    is_loopback_host,
     load_keys_file,
     new_key_stanza,
     parse_env_keys,
     sha256_hex,
 )
+from orpheus_tts.gateway.quotas import RATE_WINDOW_S, QuotaError
 from orpheus_tts.protocol import ErrorCode
 
 if sys.version_info >= (3, 11):
@@ -423,3 +425,43 @@ def test_the_documented_keys_file_loads(tmp_path: Path) -> None:
     entries = load_keys_file(write_keys(tmp_path, example.group(1)))
     assert [name for name, _, _ in entries] == ["web-frontend", "batch-jobs"]
     assert entries[0][2] == KeyLimits(max_concurrent_streams=8, requests_per_minute=600)
+
+
+# --------------------------------------------------------------------------- duplicates and refunds
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"authorization", f"Bearer {KEY}".encode()), (b"authorization", f"Bearer {OTHER}".encode())],
+        [(b"x-api-key", OTHER.encode()), (b"x-api-key", KEY.encode())],
+        [(b"authorization", f"Bearer {KEY}".encode()), (b"Authorization", f"Bearer {KEY}".encode())],
+    ],
+)
+def test_a_credential_header_sent_twice_is_refused(raw: list[tuple[bytes, bytes]]) -> None:
+    from starlette.datastructures import Headers
+
+    auth = Authenticator.from_keys([KEY])
+    with pytest.raises(DuplicateCredentialError) as info:
+        auth.authenticate(Headers(raw=[(k.lower(), v) for k, v in raw]))
+    assert (info.value.code, info.value.http_status) == (ErrorCode.INVALID_REQUEST, 400)
+    assert KEY not in info.value.message
+    assert OTHER not in info.value.message
+    assert auth.failures == {"duplicate": 1}
+
+
+def test_a_refunded_request_gives_its_place_in_the_window_back() -> None:
+    clock = FakeClock()
+    auth, alice = limited(clock, requests_per_minute=2)
+    for _ in range(10):
+        auth.acquire(alice).refund()
+    assert auth.quotas.requests_in_window("alice") == 0
+    auth.acquire(alice).release()
+    auth.acquire(alice).refund()  # refused: does not count
+    held = auth.acquire(alice)
+    held.refund()
+    held.release()  # the first settlement wins
+    auth.acquire(alice).release()
+    assert auth.quotas.requests_in_window("alice") == 2
+    with pytest.raises(QuotaError):
+        auth.acquire(alice)

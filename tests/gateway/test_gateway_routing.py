@@ -22,6 +22,7 @@ from orpheus_tts.gateway.app import create_app
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.protocol import ChunkFrame, ErrorFrame
 from orpheus_tts.sdk import OrpheusTTS, StreamError
+from tests.eventually import eventually
 from tests.servers import run_cli, run_server
 from tests.streams import stream_tts
 
@@ -130,7 +131,7 @@ async def test_gateway_deadline_holds_even_if_worker_does_not(two_workers: list[
 async def test_all_workers_down_is_503_no_workers() -> None:
     with workers(1) as procs, gateway([procs[0][0]]) as gw:
         os.killpg(procs[0][1].pid, signal.SIGKILL)  # type: ignore[attr-defined]
-        await asyncio.sleep(0.6)  # a few probe intervals
+        assert await eventually(lambda: httpx.get(f"{gw}/v1/system").json()["totals"]["healthy"] == 0)
         result = await stream_tts(gw, {"text": "anyone there?"})
         ready = httpx.get(f"{gw}/readyz")
         system = httpx.get(f"{gw}/v1/system").json()
@@ -147,7 +148,7 @@ async def test_system_reflects_a_dead_worker_within_one_probe_interval() -> None
     with workers(2) as procs, gateway([u for u, _ in procs], probe_interval_s=0.3) as gw:
         assert httpx.get(f"{gw}/v1/system").json()["totals"]["healthy"] == 2
         os.killpg(procs[1][1].pid, signal.SIGKILL)  # type: ignore[attr-defined]
-        await asyncio.sleep(0.3 * 2 + 0.2)
+        assert await eventually(lambda: httpx.get(f"{gw}/v1/system").json()["totals"]["healthy"] == 1)
         system = httpx.get(f"{gw}/v1/system").json()
         metrics = httpx.get(f"{gw}/metrics").text
     by_url = {w["url"]: w for w in system["workers"]}
@@ -208,7 +209,7 @@ async def test_client_disconnect_stops_the_worker(two_workers: list[str]) -> Non
                 return total
 
             deadline = time.monotonic() + 3
-            while await busy() and time.monotonic() < deadline:
+            while await busy() and time.monotonic() < deadline:  # a bounded poll of an async probe
                 await asyncio.sleep(0.05)
             assert await busy() == 0
 
@@ -278,7 +279,7 @@ async def test_auth_both_header_styles_and_every_failure(two_workers: list[str])
             "no-token": await stream_tts(gw, {"text": "Hi."}, headers={"Authorization": "Bearer"}),
             "basic": await stream_tts(gw, {"text": "Hi."}, headers={"Authorization": "Basic czNjcmV0"}),
         }
-        metrics = httpx.get(f"{gw}/metrics").text
+        metrics = httpx.get(f"{gw}/metrics", headers={"Authorization": "Bearer s3cret-key-one"}).text
         open_endpoints = [httpx.get(f"{gw}{p}").status_code for p in ("/healthz", "/readyz", "/metrics")]
     assert bearer.status == x_api.status == 200
     assert bearer.pcm == render("Hi.")
@@ -290,11 +291,12 @@ async def test_auth_both_header_styles_and_every_failure(two_workers: list[str])
         assert result.headers["www-authenticate"].startswith("Bearer"), name
     assert "s3cret-key-one" not in metrics, "a key must never appear in metrics"
     assert 'orpheus_auth_failures_total{reason="missing"} 1.0' in metrics
-    assert open_endpoints == [200, 200, 200]
+    assert open_endpoints == [200, 200, 401], "with keys, /metrics (it names the workers) needs one"
 
 
 async def test_quotas_answer_429_with_retry_after(two_workers: list[str], tmp_path: object) -> None:
-    from orpheus_tts.gateway.auth import Authenticator, new_key_stanza
+    from orpheus_tts.gateway.auth import Authenticator
+    from orpheus_tts.gateway.keys import new_key_stanza
 
     key, stanza = new_key_stanza("team-a", max_concurrent_streams=1, requests_per_minute=3)
     auth = Authenticator.from_sources(keys_file=_keys_file(tmp_path, stanza))
@@ -302,7 +304,7 @@ async def test_quotas_answer_429_with_retry_after(two_workers: list[str], tmp_pa
     headers = {"Authorization": f"Bearer {key}"}
     with run_server(create_app(config, auth)) as gw:
         slow = asyncio.ensure_future(stream_tts(gw, {"text": "Slow.", "fault_first_delay_ms": 800}, headers))
-        await asyncio.sleep(0.3)
+        assert await eventually(lambda: auth.streams_open("team-a") == 1)
         concurrent = await stream_tts(gw, {"text": "Too many at once."}, headers)
         assert (await slow).status == 200
         statuses = [(await stream_tts(gw, {"text": f"n{i}"}, headers)).status for i in range(3)]

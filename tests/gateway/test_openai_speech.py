@@ -28,7 +28,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orpheus_tts.encoding import AUDIO_FORMATS, media_type
-from orpheus_tts.gateway.auth import Authenticator, KeyLimits, sha256_hex
+from orpheus_tts.gateway.auth import Authenticator
+from orpheus_tts.gateway.keys import KeyLimits, sha256_hex
 from orpheus_tts.gateway.openai_speech import (
     SSE_MEDIA_TYPE,
     SpeechRequestError,
@@ -52,6 +53,7 @@ from orpheus_tts.protocol import (
     TTSRequest,
 )
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
+from tests.eventually import eventually_sync
 from tests.servers import run_server
 from tests.test_encoding import DURATION_SLACK_S, decode_audio, dominant_hz
 
@@ -318,10 +320,7 @@ def test_concurrency_quota_is_rate_limit_error_and_released_after_the_stream() -
                 with pytest.raises(openai.RateLimitError) as info:
                     client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT)
             # Closing the held stream early must give its slot back.
-            deadline = time.monotonic() + 2.0
-            while srv.auth.streams_open("test-key") and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert srv.auth.streams_open("test-key") == 0
+            assert eventually_sync(lambda: srv.auth.streams_open("test-key") == 0, within_s=2.0)
             client.audio.speech.create(model="tts-1", voice="alloy", input="Again.", response_format="pcm").read()
     assert info.value.response.headers["retry-after"] == "1"
     error = error_of(info.value)
@@ -382,10 +381,7 @@ def test_client_disconnect_stops_the_source(slow_server: Server) -> None:
     assert slow_server.source.closed.wait(2.0), "the source must be closed when the client leaves"
     assert not slow_server.source.finished.is_set()
     assert time.monotonic() - started < 2.0
-    deadline = time.monotonic() + 2.0
-    while slow_server.auth.streams_open("test-key") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert slow_server.auth.streams_open("test-key") == 0
+    assert eventually_sync(lambda: slow_server.auth.streams_open("test-key") == 0, within_s=2.0)
 
 
 # --------------------------------------------------------------------------- translation (units)

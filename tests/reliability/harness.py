@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orpheus_tts.engines.testing import render
 from orpheus_tts.gateway.app import create_app
 from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.protocol import ErrorCode
 from orpheus_tts.routing import Router, RoutingSettings
 from orpheus_tts.sdk import OrpheusError, OrpheusTTS
 from tests.servers import run_cli, run_server
@@ -70,18 +71,32 @@ class Received:
         return code if isinstance(code, str) and code else type(self.error).__name__
 
 
+DOCUMENTED_ERRORS = frozenset(
+    {code.value for code in ErrorCode}
+    | {"ConnectError", "ReadTimeout", "RemoteProtocolError", "CircuitOpenError", "DeadlineExceeded"}
+)
+"""What a client may be told: a protocol error code, or one of the SDK's network-level exceptions."""
+
+
 def verdict(r: Received) -> str:
-    """``complete``, ``refused`` or ``cut``; raises AssertionError on anything unacceptable."""
+    """``complete``, ``refused`` or ``cut``; raises AssertionError on anything else.
+
+    Exactly one of: no error and every byte (``complete``); a documented error
+    and no audio (``refused``); a documented error after a *strict* prefix
+    (``cut``). The whole audio followed by an error is none of them: a client
+    would take the error for a failure and resend audio it already has.
+    """
     if r.error is None:
         assert r.audio == r.expected, (
             f"{r.text[:40]!r}: the stream ended without an error but carries {len(r.audio)} of "
             f"{len(r.expected)} bytes{' (not a prefix)' if not r.expected.startswith(r.audio) else ''}"
         )
         return COMPLETE
+    assert r.code in DOCUMENTED_ERRORS, f"{r.text[:40]!r}: undocumented error {r.code}: {r.error!r}"
     assert r.expected.startswith(r.audio), (
         f"{r.text[:40]!r}: {len(r.audio)} bytes received before {r.code} are not a prefix of the expected audio"
     )
-    assert len(r.audio) < len(r.expected) or r.code is not None, "an error after the whole audio"
+    assert len(r.audio) < len(r.expected), f"{r.text[:40]!r}: the whole audio, then {r.code}: neither complete nor cut"
     return CUT if r.audio else REFUSED
 
 

@@ -255,7 +255,9 @@ def test_random_bytes_are_a_clean_400(fuzz_servers: dict[str, str], target: str,
     else:
         return  # valid JSON: the case above
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
-        response = client.post(f"{fuzz_servers[target]}/v1/tts/stream", content=raw, headers={"content-type": "x/y"})
+        response = client.post(
+            f"{fuzz_servers[target]}/v1/tts/stream", content=raw, headers={"content-type": "application/json"}
+        )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_request"
 
@@ -264,7 +266,7 @@ def test_an_oversized_body_is_a_413_not_a_crash(fuzz_servers: dict[str, str]) ->
     big = json.dumps({"text": "x" * (WorkerConfig().max_body_bytes + 1)})
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
         for url in fuzz_servers.values():
-            response = client.post(f"{url}/v1/tts/stream", content=big)
+            response = client.post(f"{url}/v1/tts/stream", content=big, headers={"content-type": "application/json"})
             assert response.status_code == 413
             assert response.json()["error"]["code"] == "body_too_large"
 

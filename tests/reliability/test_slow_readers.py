@@ -41,8 +41,9 @@ READ_FOR_S = 8.0
 FAST_CLIENTS = 5
 FAST_TTFA_BOUND_S = 1.0
 """A fast client's first audio, with 50 slow streams open, comes well within this."""
-RSS_GROWTH_BOUND_MB = 150.0
-"""Resident memory growth allowed to the gateway and to the worker each (no backpressure: ~190 MB)."""
+RSS_GROWTH_BOUND_MB = {"gateway": 80.0, "worker": 40.0}
+"""Resident memory growth allowed to each process: measured +45-51 MB (gateway) and +23 MB (worker)
+over five runs, mostly per-connection buffers; without backpressure the gateway grows ~190 MB."""
 LONG_AUDIO_S = 1000
 """Length of a slow reader's stream: ~64 MB of NDJSON, an order of magnitude over what the kernel buffers."""
 SERVE = (
@@ -157,7 +158,7 @@ async def _run(stack: Stack, seconds: int, read_for_s: float) -> tuple[list[Slow
         f"fast TTFA before {max(baseline) * 1000:.0f} ms, during {max(during) * 1000:.0f} ms (max)"
     )
     for name in ("gateway", "worker"):
-        assert rss.growth_mb(name) < RSS_GROWTH_BOUND_MB, f"{name} grew {rss.growth_mb(name):.0f} MB"
+        assert rss.growth_mb(name) < RSS_GROWTH_BOUND_MB[name], f"{name} grew {rss.growth_mb(name):.0f} MB"
     assert max(during) < FAST_TTFA_BOUND_S, f"a fast client waited {max(during):.2f} s for audio"
     for read in slow:
         assert read.audio == _audio_prefix(read.n, len(read.audio)), "a slow reader's audio is not its own"

@@ -43,7 +43,7 @@ def run_example(name: str, url: str, workdir: Path, *, stubs: bool = False) -> d
     """Run ``examples/NAME`` as a script; returns {text: pcm} for every stream() it made."""
     tee = workdir / "tee"
     tee.mkdir()
-    path = [str(REPO)] + ([str(STUBS)] if stubs else [])
+    path = [str(REPO)] + ([str(STUBS)] if stubs else []) + [p for p in [os.environ.get("PYTHONPATH")] if p]
     env = {
         **os.environ,
         "ORPHEUS_URLS": url,
@@ -168,3 +168,11 @@ async def test_app_skeleton_answers_a_wav(app_skeleton: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"
     assert_says(read_wav(response.content), text)
+
+
+def test_llm_realtime_speaks_the_answer_as_it_is_written(embedded_worker: str, tmp_path: Path) -> None:
+    run_example("llm_realtime.py", embedded_worker, tmp_path)
+    pcm = read_wav(tmp_path / "llm_answer.wav")
+    module_text = (EXAMPLES / "llm_realtime.py").read_text(encoding="utf-8")
+    answer = " ".join(line.strip().strip('"') for line in module_text.split("ANSWER = (")[1].split(")")[0].splitlines())
+    assert_says(pcm, answer.strip())

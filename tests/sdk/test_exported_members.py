@@ -8,7 +8,7 @@ import orpheus_tts.sdk.exceptions
 
 def test_all_is_complete_and_exact() -> None:
     public = {name for name in dir(orpheus_tts.sdk) if not name.startswith("_")}
-    submodules = {"client", "exceptions"}
+    submodules = {"client", "events", "exceptions", "realtime"}
     assert set(orpheus_tts.sdk.__all__) == public - submodules
     for name in orpheus_tts.sdk.__all__:
         assert getattr(orpheus_tts.sdk, name) is not None

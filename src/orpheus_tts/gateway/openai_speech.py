@@ -52,6 +52,13 @@ from orpheus_tts.protocol import (
     parse_request,
 )
 from orpheus_tts.serving.streaming import PreparedStream
+from orpheus_tts.validation import (
+    DEFAULT_MAX_JSON_DEPTH,
+    BodyValueError,
+    check_body_values,
+    check_speakable,
+    decode_json_body,
+)
 
 __all__ = [
     "DEFAULT_VOICE_MAP",
@@ -132,18 +139,23 @@ class SpeechRequestError(RequestError):
 # --------------------------------------------------------------------------- request
 
 
-def parse_speech_request(raw: bytes | str | Mapping[str, Any], *, max_text_chars: int) -> SpeechRequest:
+def parse_speech_request(
+    raw: bytes | str | Mapping[str, Any], *, max_text_chars: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> SpeechRequest:
     """Validate a body (bytes, text or decoded JSON); raises :class:`SpeechRequestError`.
 
-    ``input`` longer than ``max_text_chars`` is 413 ``text_too_long``, as on v1.
+    ``input`` longer than ``max_text_chars`` is 413 ``text_too_long``, as on v1;
+    the values no engine can take are refused as on v1 too
+    (:mod:`orpheus_tts.validation`), with ``param`` naming the field.
     """
-    if isinstance(raw, (bytes, bytearray, str)):
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SpeechRequestError(f"body is not valid JSON: {exc}") from exc
-    else:
-        data = raw
+    try:
+        if isinstance(raw, (bytes, bytearray, str)):
+            data = decode_json_body(raw, max_json_depth)
+        else:
+            data = raw
+            check_body_values(data, max_json_depth)
+    except BodyValueError as exc:
+        raise SpeechRequestError(exc.message, exc.field) from exc
     if not isinstance(data, Mapping):
         raise SpeechRequestError("body must be a JSON object")
     try:
@@ -152,6 +164,10 @@ def parse_speech_request(raw: bytes | str | Mapping[str, Any], *, max_text_chars
         raise _from_validation(exc) from exc
     if not request.input.strip():
         raise SpeechRequestError("'input' is empty or only whitespace", "input")
+    try:
+        check_speakable(request.input, "input")
+    except BodyValueError as exc:
+        raise SpeechRequestError(exc.message, exc.field) from exc
     if len(request.input) > max_text_chars:
         raise SpeechRequestError(
             f"'input' has {len(request.input)} characters; the limit is {max_text_chars}",

@@ -9,6 +9,7 @@ frame (``deadline_exceeded``, ``worker_lost``) instead of ever going silent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -16,8 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from orpheus_tts.aio import DeadlinePassed, next_before, run_before
-from orpheus_tts.gateway.config import GatewayConfig
+from orpheus_tts.aio import DeadlinePassed, Stopped, run_before
+from orpheus_tts.gateway.config import DEFAULT_STALL_TIMEOUT_S, GatewayConfig
 from orpheus_tts.protocol import (
     HEADER_INFLIGHT,
     HEADER_QUEUE_DEPTH,
@@ -31,6 +32,7 @@ from orpheus_tts.protocol import (
 )
 from orpheus_tts.routing import (
     NoEndpointAvailableError,
+    RequestBodyError,
     RoutedStream,
     Router,
     RoutingError,
@@ -53,6 +55,10 @@ class UpstreamStream:
     deadline: float
     """``time.monotonic()`` value after which the stream is cut."""
     arrived: float
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    """Longest silence between two reads of the worker's stream before it counts as lost."""
+    stop: asyncio.Future[None] | None = None
+    """Completed when the gateway's drain grace runs out: the stream then ends ``cancelled``."""
     outcome: str = field(default="cancelled")
 
     @property
@@ -62,33 +68,51 @@ class UpstreamStream:
         return {h: headers[h] for h in (HEADER_QUEUE_DEPTH, HEADER_INFLIGHT) if h in headers}
 
     async def frames(self) -> AsyncIterator[Frame]:
-        """Every frame of the stream; always ends with ``eos`` or ``error``."""
-        frames = self.routed.__aiter__()
+        """Every frame of the stream; always ends with ``eos`` or ``error``.
+
+        The outcome is set before the terminal frame is yielded: a consumer
+        that stops at ``eos`` (the OpenAI route does) closes this generator
+        there, and the stream still counts as ``ok``.
+        """
         try:
             while True:
+                stall_at = time.monotonic() + self.stall_timeout_s
                 try:
-                    frame = await next_before(frames, self.deadline)
-                except StopAsyncIteration:
-                    self.outcome = ErrorCode.WORKER_LOST.value
-                    yield ErrorFrame(ErrorCode.WORKER_LOST.value, "the worker's stream ended without eos")
+                    frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at), self.stop)
+                except Stopped:
+                    yield self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)
                     return
                 except DeadlinePassed:
-                    self.outcome = ErrorCode.DEADLINE_EXCEEDED.value
-                    yield ErrorFrame(ErrorCode.DEADLINE_EXCEEDED.value, "the deadline passed during synthesis")
+                    if time.monotonic() < self.deadline:
+                        await self.routed.fail()
+                        yield self._end(
+                            ErrorCode.WORKER_LOST,
+                            f"the worker sent nothing for {self.stall_timeout_s:g} s (stall timeout)",
+                            retryable=True,
+                        )
+                    else:
+                        yield self._end(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed during synthesis")
                     return
                 except RoutingError as exc:
-                    self.outcome = ErrorCode.WORKER_LOST.value
-                    yield ErrorFrame(ErrorCode.WORKER_LOST.value, f"the worker was lost mid-stream: {exc}", True)
+                    yield self._end(ErrorCode.WORKER_LOST, f"the worker was lost mid-stream: {exc}", retryable=True)
                     return
-                yield frame
-                if isinstance(frame, EosFrame):
-                    self.outcome = "ok"
+                if not frames:
+                    yield self._end(ErrorCode.WORKER_LOST, "the worker's stream ended without eos")
                     return
-                if isinstance(frame, ErrorFrame):
-                    self.outcome = frame.code
-                    return
+                for frame in frames:
+                    if isinstance(frame, EosFrame):
+                        self.outcome = "ok"
+                    elif isinstance(frame, ErrorFrame):
+                        self.outcome = frame.code
+                    yield frame
+                    if isinstance(frame, (EosFrame, ErrorFrame)):
+                        return
         finally:
             await self.close()
+
+    def _end(self, code: ErrorCode, message: str, *, retryable: bool = False) -> ErrorFrame:
+        self.outcome = code.value
+        return ErrorFrame(code.value, message, retryable)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -124,7 +148,9 @@ class GatewayService:
             raise error from exc
         self.metrics.ttfa.labels(self.metrics.role).observe(time.monotonic() - arrived)
         self.metrics.input_chars.labels(self.metrics.role).inc(len(request.text))
-        return UpstreamStream(routed=routed, deadline=deadline, arrived=arrived)
+        return UpstreamStream(
+            routed=routed, deadline=deadline, arrived=arrived, stall_timeout_s=self.config.stall_timeout_s
+        )
 
     def _translate(self, exc: BaseException) -> ServiceError | None:
         retry_after = self.config.no_workers_retry_after_s
@@ -132,6 +158,8 @@ class GatewayService:
             return exc
         if isinstance(exc, DeadlinePassed):
             return ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline")
+        if isinstance(exc, RequestBodyError):  # the request's fault, whatever the routing core saw
+            return ServiceError(ErrorCode.INVALID_REQUEST, str(exc))
         if isinstance(exc, NoEndpointAvailableError):
             return ServiceError(ErrorCode.NO_WORKERS, f"no healthy worker: {exc}", retry_after_s=retry_after)
         if isinstance(exc, UpstreamStatusError):

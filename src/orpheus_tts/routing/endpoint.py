@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,10 @@ class Endpoint:
         self.hedges_sent = 0
         self.hedges_won = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._down_listeners: set[Callable[[Endpoint], None]] = set()
+        self.epoch = 0
+        """Incremented when the endpoint comes back after probes marked it down: what requests
+        sent before that learned (a latency, a failure) no longer describes it."""
         self.busy_until = 0.0
         """Monotonic time until which a 503's ``Retry-After`` demotes this endpoint."""
         limits = httpx.Limits(
@@ -182,13 +186,40 @@ class Endpoint:
     # ------------------------------------------------------------------ health
 
     def mark_up(self) -> None:
-        """A health probe succeeded: take traffic again; an open circuit may probe at once."""
+        """A health probe succeeded: take traffic again; an open circuit may probe at once.
+
+        An endpoint back after being down starts afresh (:meth:`recover`).
+        """
+        was_down = not self.healthy
         self.healthy = True
         self.breaker.end_cooldown(self._clock())
+        if was_down:
+            self.recover(self.settings.prior_ttfb_ms)
+
+    def recover(self, prior_ttfb_ms: float) -> None:
+        """Forget the latency and load learnt before the endpoint went down, and start from ``prior_ttfb_ms``.
+
+        Without this, the penalties of the streams it stalled keep its score so high
+        that it gets no traffic (and so no fresh sample) long after it is back.
+        """
+        now = self._clock()
+        self.epoch += 1
+        self.ttfb.restart(prior_ttfb_ms, now)
+        self.queue_hint.set(0.0, now)
+        self.busy_until = 0.0
 
     def mark_down(self) -> None:
-        """A health probe failed: take no traffic until a probe succeeds."""
+        """A health probe failed: take no traffic until a probe succeeds; tell the waiting requests."""
+        was_healthy = self.healthy
         self.healthy = False
+        if was_healthy:
+            for listener in list(self._down_listeners):
+                listener(self)
+
+    def on_down(self, listener: Callable[[Endpoint], None]) -> Callable[[], None]:
+        """Call ``listener`` when probes mark the endpoint down; returns the function that unsubscribes."""
+        self._down_listeners.add(listener)
+        return lambda: self._down_listeners.discard(listener)
 
     async def probe(self) -> bool:
         """``GET /readyz``: mark the endpoint up on 200, down otherwise; returns the verdict."""

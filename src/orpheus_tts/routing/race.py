@@ -5,9 +5,10 @@ chunk (or the end of the stream): everything up to that point can still fail
 over or lose a hedged race. The winner becomes a :class:`RoutedStream`, which
 reads the rest of the body with the caller's backpressure and never replays.
 Each attempt reports exactly one verdict to its endpoint: success (``eos``, or
-a 4xx that proves the server answers), failure (no connection, 5xx, a broken
-stream, an endpoint-side ``error`` frame) or none (cancelled, abandoned,
-``overloaded``, a deadline).
+a request-caused error, a 4xx or ``error`` frame, that proves the server
+answers), failure (no connection, 5xx, a broken or stalled stream, an
+endpoint-side ``error`` frame) or none (cancelled, abandoned, ``overloaded``,
+a deadline). A request-caused error is never tried on another endpoint.
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ class Attempt:
         self.first_audio_s: float | None = None
         """Seconds from the start to the first chunk (or end), once known."""
         self._done = False
+        self.epoch = endpoint.epoch
         endpoint.begin(hedge=hedge)
+
+    @property
+    def current(self) -> bool:
+        """False once the endpoint came back from being down: this attempt's latency no longer describes it."""
+        return self.epoch == self.endpoint.epoch
 
     @property
     def done(self) -> bool:
@@ -86,7 +93,7 @@ class Attempt:
         endpoint.end()
         if verdict == "success":
             endpoint.succeeded(self.permit)
-        elif verdict == "failure":
+        elif verdict == "failure" and self.current:
             endpoint.failed(self.permit, self.clock())
         else:
             endpoint.released(self.permit)
@@ -96,7 +103,7 @@ class Attempt:
         if self._done:
             return
         now = self.clock()
-        if self.first_audio_s is None:
+        if self.first_audio_s is None and self.current:
             self.endpoint.observe_abandoned(now - self.started, now)
         self.finish("none")
 
@@ -110,7 +117,10 @@ def status_verdict(error: UpstreamStatusError) -> Verdict:
 
 
 def error_frame_verdict(frame: ErrorFrame) -> Verdict:
-    return "failure" if frame.code in ENDPOINT_FAULT_CODES else "none"
+    """An endpoint fault counts against it; a request-caused error proves it answers; the rest is no verdict."""
+    if frame.code in ENDPOINT_FAULT_CODES:
+        return "failure"
+    return "success" if ErrorCode.parse(frame.code).request_caused else "none"
 
 
 async def open_attempt(
@@ -277,7 +287,8 @@ class RoutedStream:
             self._pending.extend(await self._read())
         now = attempt.clock()
         attempt.first_audio_s = now - attempt.started
-        attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
+        if attempt.current:
+            attempt.endpoint.observe_ttfb(attempt.first_audio_s, now)
 
     async def next_frames(self) -> list[Frame]:
         """The next frames, as many as arrived together; ``[]`` once the terminal frame was returned.
@@ -383,6 +394,11 @@ class RoutedStream:
                     await aclose()
         finally:
             await self._response.aclose()
+
+    async def fail(self) -> None:
+        """Close the connection and count the stream against its endpoint (e.g. it stalled)."""
+        self._attempt.finish("failure")
+        await self.close_transport()
 
     async def aclose(self) -> None:
         """Close the connection; a stream closed before its end records no verdict."""

@@ -110,6 +110,13 @@ class Router:
         self._endpoints: list[Endpoint] = []
         for item in endpoints:
             self.add_endpoint(item)
+        # Endpoints built a few microseconds apart would have priors faded by different amounts,
+        # and the first-listed would always win the first choice: start them at one instant, so
+        # equal endpoints tie exactly and the tie breaks at random.
+        start = self._clock()
+        for endpoint in self._endpoints:
+            if not endpoint.ttfb.samples:
+                endpoint.ttfb.restart(endpoint.ttfb.prior_ms, start)
         self._hedge_budget = Budget(
             self.settings.hedge_budget_ratio,
             self.settings.hedge_budget_reserve,
@@ -174,7 +181,13 @@ class Router:
     async def probe_all(self) -> dict[str, bool]:
         """Health-probe every endpoint at once (``GET /readyz``); marks each up or down."""
         endpoints = list(self._endpoints)
+        down = {e for e in endpoints if not e.healthy}
         results = await asyncio.gather(*(e.probe() for e in endpoints))
+        now = self._clock()
+        for endpoint in down:
+            if endpoint.healthy:  # back: start from the fleet's median, like a new endpoint
+                known = [e.ttfb.value(now) for e in endpoints if e.healthy and e is not endpoint and e.ttfb.samples]
+                endpoint.recover(statistics.median(known) if known else self.settings.prior_ttfb_ms)
         return {e.url: ok for e, ok in zip(endpoints, results, strict=True)}
 
     async def aclose(self) -> None:
@@ -257,7 +270,8 @@ class Router:
         if not candidates:
             return None
         fresh = [e for e in candidates if not e.busy(now)] or candidates
-        return min(fresh, key=lambda e: e.load(now))
+        # Shuffled first, so that equal loads do not always send the backup to the first URL listed.
+        return min(self._rng.sample(fresh, len(fresh)), key=lambda e: e.load(now))
 
     def _attempt(self, endpoint: Endpoint, now: float, *, hedge: bool) -> Attempt:
         permit = endpoint.breaker.acquire(now)
@@ -301,8 +315,13 @@ class _Race:
         self.primary_started = 0.0
         self.hedge_due = router.settings.hedge_delay_s is not None
         self.hedge: Attempt | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when probes mark down the endpoint of an attempt still waiting for its first audio."""
+        self._unsubscribe: list[Callable[[], None]] = []
 
     def launch(self, attempt: Attempt) -> None:
+        if attempt.endpoint not in self.tried:
+            self._unsubscribe.append(attempt.endpoint.on_down(self._on_down))
         self.tried.add(attempt.endpoint)
         if not attempt.hedge:
             self.primaries += 1
@@ -319,9 +338,16 @@ class _Race:
                 if not pending:
                     self._fail_over()
                     continue
-                done, _ = await asyncio.wait(pending, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED)
+                waiting: list[asyncio.Future[Any]] = [*pending, self.lost]
+                finished, _ = await asyncio.wait(
+                    waiting, timeout=self._hedge_wait(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if self.lost in finished:
+                    await self._drop_lost()
+                done = {t for t in pending if t in finished}
                 if not done:
-                    self._launch_hedge()
+                    if self._hedge_wait() == 0.0:
+                        self._launch_hedge()
                     continue
                 winner = self._settle(done)
                 if winner is not None:
@@ -331,7 +357,28 @@ class _Race:
                 self.router._emit("hedge", "lost", self.hedge.endpoint.url)
             raise
         finally:
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
             await self._cancel_others(winner)
+
+    def _on_down(self, _: Endpoint) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    async def _drop_lost(self) -> None:
+        """Give up the attempts whose endpoint probes marked down before any audio: they count as
+        that endpoint's failure and the call fails over (a hung worker answers nothing, ever)."""
+        self.lost = asyncio.get_running_loop().create_future()
+        lost = [(t, a) for t, a in self.tasks.items() if not t.done() and not a.endpoint.healthy]
+        for task, attempt in lost:
+            attempt.finish("failure")
+            task.cancel()
+        if lost:
+            await asyncio.wait([task for task, _ in lost])
+        for _, attempt in lost:
+            url = attempt.endpoint.url
+            self.failed.add(attempt.endpoint)
+            self.errors.append(UpstreamConnectError(url, f"{url} stopped answering its health probes before any audio"))
 
     def _hedge_wait(self) -> float | None:
         delay = self.router.settings.hedge_delay_s

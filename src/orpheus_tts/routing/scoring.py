@@ -43,6 +43,13 @@ class PeakEwma:
         """The estimate at ``now``."""
         return self._value_ms * self._weight(now)
 
+    def restart(self, prior_ms: float, now: float) -> None:
+        """Forget every sample and start again from ``prior_ms`` (an endpoint back from the dead)."""
+        self.prior_ms = prior_ms
+        self._value_ms = prior_ms
+        self._stamp = now
+        self.samples = 0
+
     def observe(self, sample_ms: float, now: float) -> None:
         """Add a measured latency: a peak is adopted at once, a lower sample blends in."""
         weight = self._weight(now)

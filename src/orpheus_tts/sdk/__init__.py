@@ -11,6 +11,7 @@ from orpheus_tts.protocol import CHANNELS, SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES
 from orpheus_tts.routing.endpoint import EndpointSnapshot
 from orpheus_tts.routing.settings import RoutingSettings
 from orpheus_tts.sdk.client import OrpheusTTS
+from orpheus_tts.sdk.events import Audio, Cancelled, Done, Event, Flushed, Metrics, Word, Words
 from orpheus_tts.sdk.exceptions import (
     CircuitOpenError,
     ClientClosedError,
@@ -29,18 +30,26 @@ __all__ = [
     "CHANNELS",
     "SAMPLE_RATE_HZ",
     "SAMPLE_WIDTH_BYTES",
+    "Audio",
+    "Cancelled",
     "CircuitOpenError",
     "ClientClosedError",
     "ConnectError",
     "DeadlineExceeded",
+    "Done",
     "EndpointSnapshot",
+    "Event",
     "EventLoopMismatchError",
+    "Flushed",
     "HTTPStatusError",
     "InvalidRequestError",
+    "Metrics",
     "OrpheusError",
     "OrpheusTTS",
     "ReadTimeout",
     "RemoteProtocolError",
     "RoutingSettings",
     "StreamError",
+    "Word",
+    "Words",
 ]

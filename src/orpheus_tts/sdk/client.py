@@ -8,8 +8,9 @@ the user guide promises (:mod:`orpheus_tts.sdk.exceptions`), at one boundary:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -28,6 +29,8 @@ from orpheus_tts.routing import (
     UpstreamTimeoutError,
 )
 from orpheus_tts.routing.settings import DEFAULT_HEDGE_TTFB_MS
+from orpheus_tts.sdk import events as _events
+from orpheus_tts.sdk import realtime as _realtime
 from orpheus_tts.sdk.exceptions import (
     CircuitOpenError,
     ClientClosedError,
@@ -88,6 +91,7 @@ class OrpheusTTS:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._keeper: asyncio.Task[None] | None = None
 
     @property
     def settings(self) -> RoutingSettings:
@@ -131,21 +135,95 @@ class OrpheusTTS:
         finally:
             await routed.aclose()
 
+    async def stream_events(
+        self, text: str, voice: str | None = None, *, timestamps: bool = False, **params: Any
+    ) -> AsyncIterator[_events.Event]:
+        """Like :meth:`stream`, but yields typed events: ``Audio``, ``Words`` (``timestamps=True``), ``Metrics``."""
+        self._bind_loop()
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
+        body: dict[str, Any] = {"text": text, "voice": voice, **params}
+        if timestamps:
+            body["timestamps"] = True
+        async for event in _events.v1_events(self._router, self._headers, body):
+            yield event
+
+    def realtime(
+        self,
+        voice: str | None = None,
+        *,
+        output_format: str = "pcm_24000",
+        timestamps: bool = False,
+        open_timeout_s: float = 10.0,
+        **params: Any,
+    ) -> _realtime.RealtimeSession:
+        """A realtime session (``async with``): ``send(text)``, ``flush()``, ``end()``, ``cancel()``, events.
+
+        See :mod:`orpheus_tts.sdk.realtime`; ``params`` are the engine's parameters, as for :meth:`stream`.
+        """
+        self._bind_loop()
+        return _realtime.RealtimeSession(
+            self._router,
+            self._headers,
+            voice=voice,
+            output_format=output_format,
+            timestamps=timestamps,
+            params=params,
+            open_timeout_s=open_timeout_s,
+        )
+
+    async def stream_text(
+        self, texts: AsyncIterable[str], voice: str | None = None, **options: Any
+    ) -> AsyncIterator[bytes]:
+        """Speak text as it is written (e.g. an LLM's tokens); yields audio bytes until the text is spoken."""
+        async with self.realtime(voice, **options) as session:
+            async for data in _realtime.stream_text(session, texts):
+                yield data
+
     def endpoints(self) -> list[EndpointSnapshot]:
         """Each endpoint's live routing state. Introspection only: not a stable API."""
         return self._router.snapshots()
 
     async def close(self) -> None:
-        """Close the HTTP connections. Idempotent; the instance cannot stream afterwards."""
+        """Close the HTTP connections. Idempotent; the instance cannot stream afterwards.
+
+        Works from any event loop: the connections live on the loop the
+        instance streamed on, so they are closed there (from another thread's
+        running loop too). When that loop has ended, they were already closed
+        as it shut down (``asyncio.run`` cancels every task, and the instance
+        keeps one that releases them), so e.g.
+        ``atexit.register(lambda: asyncio.run(tts.close()))`` is clean.
+        """
         if self._closed:
             return
-        if self._loop is not None and self._loop is not _running_loop():
-            raise EventLoopMismatchError(
-                "OrpheusTTS.close() was called from a different event loop than the one the "
-                "instance streamed on; close it on that loop"
-            )
         self._closed = True
+        loop, running = self._loop, _running_loop()
+        if loop is None or loop is running:
+            await self._release()
+        elif loop.is_closed():
+            # Released at the loop's shutdown; if it ended without one, its transports went with it.
+            with contextlib.suppress(RuntimeError):
+                await self._router.aclose()
+        elif loop.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._release(), loop))
+        else:  # a loop that is stopped but not closed: run it once more, off this loop's thread
+            await asyncio.to_thread(loop.run_until_complete, self._release())
+
+    async def _release(self) -> None:
+        """Close the connections on the loop they belong to, and stop the keeper task."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
         await self._router.aclose()
+
+    async def _release_at_loop_end(self) -> None:
+        """Wait for the loop to end: cancelled at its shutdown, release the connections while it still runs."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if self._keeper is asyncio.current_task():
+                self._keeper = None
+                await self._router.aclose()
 
     async def __aenter__(self) -> OrpheusTTS:
         return self
@@ -159,6 +237,7 @@ class OrpheusTTS:
         loop = _running_loop()
         if self._loop is None:
             self._loop = loop
+            self._keeper = loop.create_task(self._release_at_loop_end(), name="orpheus-tts-release")
         elif self._loop is not loop:
             raise EventLoopMismatchError(
                 "this OrpheusTTS instance is bound to another event loop (the first one that used it); "

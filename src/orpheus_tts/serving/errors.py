@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from orpheus_tts.protocol import ErrorCode, ServiceError, error_body
@@ -43,6 +44,13 @@ def install_error_handlers(app: FastAPI) -> None:
             code = ErrorCode.INTERNAL
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # Nobody is left to read an answer: one line, not a traceback.
+        client = request.client
+        where = f"{client.host}:{client.port}" if client else "a client"
+        logger.info("%s left during the request body of %s %s", where, request.method, request.url.path)
+        return Response(status_code=499)
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
         return JSONResponse(error_body(ErrorCode.INTERNAL, "internal server error"), status_code=500)
@@ -50,4 +58,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from orpheus_tts.serving.settings import HttpSettings
+
 __all__ = ["LOOPBACK", "STARTUP_TIMEOUT_S", "ThreadedServer", "free_port", "run_server", "wait_ready"]
 
 LOOPBACK = "127.0.0.1"
@@ -44,16 +46,27 @@ def wait_ready(url: str, timeout_s: float = STARTUP_TIMEOUT_S, proc: subprocess.
 
 
 class ThreadedServer:
-    """An ASGI app served by uvicorn on a loopback port in a background thread."""
+    """An ASGI app served by uvicorn on a loopback port in a background thread.
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        import uvicorn
+    The HTTP limits are the app's own (``app.state.http``, set by both servers'
+    ``create_app``), or the defaults; ``http`` overrides them.
+    """
 
+    def __init__(self, app: Any, port: int | None = None, http: HttpSettings | None = None) -> None:
+
+        from orpheus_tts.serving.server import bind_sockets, uvicorn_config
+        from orpheus_tts.serving.shutdown import DrainingServer
+
+        state = getattr(app, "state", None)
+        self.http = http or getattr(state, "http", None) or HttpSettings()
         self.port = port or free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="orpheus-server", daemon=True)
+        config = uvicorn_config(app, LOOPBACK, self.port, self.http, log_level="warning", lifespan="on")
+        self.server = DrainingServer(config)
+        sockets = bind_sockets(LOOPBACK, self.port, self.http) if self.http.metrics_port is not None else None
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, name="orpheus-server", daemon=True
+        )
 
     def start(self) -> ThreadedServer:
         self.thread.start()

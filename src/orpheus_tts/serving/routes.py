@@ -10,7 +10,14 @@ from starlette.responses import Response
 
 from orpheus_tts.protocol import HEADER_REQUEST_ID, NDJSON_MEDIA_TYPE
 
-__all__ = ["MAX_REQUEST_ID_CHARS", "TTS_REQUEST_SCHEMA", "TTS_STREAM_ROUTE", "json_body_route", "request_id_of"]
+__all__ = [
+    "MAX_REQUEST_ID_CHARS",
+    "TTS_REQUEST_SCHEMA",
+    "TTS_STREAM_ROUTE",
+    "inline_refs",
+    "json_body_route",
+    "request_id_of",
+]
 
 MAX_REQUEST_ID_CHARS = 128
 """A longer (or unprintable) ``X-Request-Id`` is replaced by a generated one."""
@@ -25,6 +32,25 @@ TTS_REQUEST_SCHEMA: dict[str, Any] = {
     },
     "additionalProperties": True,
 }
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` substituted for their ``$ref``s: embedded in an OpenAPI
+    request body, a ``#/$defs/…`` reference would not resolve from the document's root."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
 
 
 def json_body_route(schema: dict[str, Any], responses: dict[str, Any], description: str) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from orpheus_tts.realtime.limits import RealtimeLimits
+from orpheus_tts.serving.settings import HttpSettings
+from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -18,6 +22,7 @@ __all__ = [
     "DEFAULT_RTF_WINDOW_PIECES",
     "DEFAULT_SCHEDULER",
     "DEFAULT_TARGET_UTILIZATION",
+    "DEFAULT_WORKER_DRAIN_GRACE_S",
     "WorkerConfig",
 ]
 
@@ -33,6 +38,7 @@ DEFAULT_PLAYBACK_MARGIN_S = 1.0
 DEFAULT_MAX_STREAMS = 64
 DEFAULT_TARGET_UTILIZATION = 0.8
 DEFAULT_RTF_WINDOW_PIECES = 64
+DEFAULT_WORKER_DRAIN_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,21 @@ class WorkerConfig:
     """Longest ``text`` accepted; longer is 413 ``text_too_long``."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger is 413 ``body_too_large``."""
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    """Deepest nesting of arrays and objects in a request body; deeper is 400 ``invalid_request``."""
     max_chunk_samples: int = DEFAULT_MAX_CHUNK_SAMPLES
     """Largest audio chunk frame, in samples (4 800 = 200 ms)."""
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
     """``Retry-After`` sent with 503 ``overloaded``."""
+    drain_grace_s: float = DEFAULT_WORKER_DRAIN_GRACE_S
+    """On shutdown, how long running requests may take; then those still waiting for audio get
+    503 ``overloaded`` and running streams a ``cancelled`` error frame, both retryable."""
     worker_id: str = "worker"
     """Name reported in ``metrics`` frames and ``/v1/system``."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Connection limits, read timeouts and request checks (``HttpSettings``, below)."""
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)
+    """Limits of each ``/v1/tts/realtime`` socket (``RealtimeLimits``, below)."""
 
     def __post_init__(self) -> None:
         if self.capacity is not None and self.capacity < 1:
@@ -76,6 +91,8 @@ class WorkerConfig:
             raise ValueError("max_queue must not be negative")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("need 0 < default_timeout_s <= max_timeout_s")
+        if self.max_json_depth < 1:
+            raise ValueError("max_json_depth must be at least 1")
         if self.max_chunk_samples < 1:
             raise ValueError("max_chunk_samples must be at least 1")
         if self.scheduler not in ("deadline", "fifo"):

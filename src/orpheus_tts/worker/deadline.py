@@ -391,7 +391,7 @@ class DeadlineScheduler:
             lambda: self.stream_capacity + self.far_ahead,
             max_queue,
             retry_after_s,
-            lambda: f"{self.running} streams use the estimated capacity of {self.stream_capacity}",
+            lambda: f"{self.running} streams are running (estimated capacity {self.stream_capacity})",
         )
 
     @property

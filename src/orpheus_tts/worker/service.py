@@ -20,7 +20,9 @@ from orpheus_tts.aio import DeadlinePassed, next_before
 from orpheus_tts.engines.base import (
     Engine,
     EngineError,
+    EngineInputError,
     InvalidParameterError,
+    TimedPiece,
     UnknownVoiceError,
     validate_params,
 )
@@ -41,6 +43,7 @@ from orpheus_tts.protocol import (
     RequestError,
     ServiceError,
     TTSRequest,
+    WordsFrame,
     encode_frame,
 )
 from orpheus_tts.serving.metrics import ServiceMetrics
@@ -48,6 +51,7 @@ from orpheus_tts.serving.streaming import PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.deadline import DeadlineScheduler, StreamClock
 from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
+from orpheus_tts.worker.timed import timed_pieces
 
 __all__ = ["SynthesisService", "create_scheduler"]
 
@@ -66,7 +70,7 @@ class _Timing:
 class _Stream:
     """One admitted stream: the engine's generator and what schedules it."""
 
-    pieces: AsyncIterator[bytes]
+    pieces: AsyncIterator[TimedPiece]
     admission: Admission
     clock: StreamClock
     deadline: float
@@ -127,7 +131,7 @@ class SynthesisService:
         self.metrics.running.labels(self.metrics.role).inc()
         hints = {"queue_depth": self.scheduler.waiting, "inflight": self.scheduler.running}
         clock = StreamClock(arrived=timing.arrived, deadline=deadline, margin_s=self.config.playback_margin_s)
-        stream = _Stream(self.engine.synthesize(request.text, voice, params), admission, clock, deadline, timing)
+        stream = _Stream(timed_pieces(self.engine, request, voice, params), admission, clock, deadline, timing)
         try:
             first = await self._next_piece(stream)
         except BaseException as exc:
@@ -136,10 +140,10 @@ class SynthesisService:
                 raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline") from None
             if isinstance(exc, UnknownVoiceError):
                 raise ServiceError(ErrorCode.UNKNOWN_VOICE, str(exc)) from exc
-            if isinstance(exc, InvalidParameterError):  # e.g. an unknown inline tag in the text
+            if isinstance(exc, EngineInputError):  # e.g. an unknown inline tag in the text
                 raise RequestError(str(exc)) from exc
             if isinstance(exc, EngineError):
-                raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}") from exc
+                raise ServiceError(ErrorCode.ENGINE_ERROR, f"synthesis failed: {exc}", retryable=exc.retryable) from exc
             if isinstance(exc, Exception):
                 logger.exception("engine failed before the first audio")
                 raise ServiceError(ErrorCode.ENGINE_ERROR, "synthesis failed") from exc
@@ -155,7 +159,7 @@ class SynthesisService:
         body = self._frames(stream, first, hints)
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
 
-    async def _next_piece(self, stream: _Stream) -> bytes | None:
+    async def _next_piece(self, stream: _Stream) -> TimedPiece | None:
         """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``.
 
         Each step of the engine's generator runs in a compute slot that the
@@ -174,18 +178,18 @@ class SynthesisService:
                 finally:
                     elapsed = time.monotonic() - started
                     timing.compute_s += elapsed
-                if len(piece) % SAMPLE_WIDTH_BYTES:
-                    raise EngineError(f"engine produced an odd number of bytes ({len(piece)})")
-                audio_s = len(piece) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
+                if len(piece.pcm) % SAMPLE_WIDTH_BYTES:
+                    raise EngineError(f"engine produced an odd number of bytes ({len(piece.pcm)})")
+                audio_s = len(piece.pcm) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
                 # Delivered now (its frames go out next), so the slot knows the next piece's deadline.
                 if audio_s:
                     stream.clock.deliver(audio_s)
                     stream.clock.next_compute_s = elapsed
             stream.admission.record(elapsed, audio_s)
-            if piece:
+            if piece.pcm:
                 return piece
 
-    async def _frames(self, stream: _Stream, first: bytes | None, hints: dict[str, int]) -> AsyncIterator[bytes]:
+    async def _frames(self, stream: _Stream, first: TimedPiece | None, hints: dict[str, int]) -> AsyncIterator[bytes]:
         role = self.metrics.role
         seq = samples_total = 0
         outcome = "cancelled"
@@ -205,8 +209,10 @@ class SynthesisService:
             piece = first
             try:
                 while piece is not None:
-                    for start in range(0, len(piece), max_bytes):
-                        frame = ChunkFrame(seq=seq, pcm=piece[start : start + max_bytes])
+                    if piece.words:
+                        yield encode_frame(WordsFrame(tuple(w.to_json() for w in piece.words)))
+                    for start in range(0, len(piece.pcm), max_bytes):
+                        frame = ChunkFrame(seq=seq, pcm=piece.pcm[start : start + max_bytes])
                         yield encode_frame(frame)
                         seq += 1
                         samples_total += frame.samples
@@ -215,10 +221,15 @@ class SynthesisService:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
                 yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
                 return
+            except EngineInputError as exc:  # the request's fault: not counted against this worker
+                outcome = ErrorCode.INVALID_REQUEST.value
+                yield encode_frame(ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False))
+                return
             except Exception as exc:
                 logger.exception("engine failed mid-stream")
                 outcome = ErrorCode.ENGINE_ERROR.value
-                yield encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", False))
+                retryable = bool(getattr(exc, "retryable", False))
+                yield encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", retryable))
                 return
             audio_s = samples_total / SAMPLE_RATE_HZ
             rtf = timing.compute_s / audio_s if audio_s else 0.0
@@ -234,8 +245,10 @@ class SynthesisService:
                     }
                 )
             )
-            yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
+            # The work is complete once eos exists: a consumer that stops reading at eos (the
+            # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
+            yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
         finally:
             await self._finish(stream, outcome)
 
@@ -258,7 +271,7 @@ def _outcome(exc: BaseException) -> str:
         return ErrorCode.DEADLINE_EXCEEDED.value
     if isinstance(exc, UnknownVoiceError):
         return ErrorCode.UNKNOWN_VOICE.value
-    if isinstance(exc, InvalidParameterError):
+    if isinstance(exc, EngineInputError):
         return ErrorCode.INVALID_REQUEST.value
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"

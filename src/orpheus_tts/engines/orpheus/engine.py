@@ -168,9 +168,14 @@ class OrpheusEngine:
     async def start(self) -> None:
         if self._started:
             return
-        if self._codec is None:
-            self._codec = await asyncio.to_thread(self._load_codec)
+        # The backend first: vLLM starts its engine processes before anything here initialises CUDA.
         await self.backend.start()
+        if self._codec is None:
+            try:
+                self._codec = await asyncio.to_thread(self._load_codec)
+            except BaseException:
+                await self.backend.close()
+                raise
         self._encoder = self.backend.encoder()
         self._batcher = DecodeBatcher(self._codec, self.config.decode_batch_size, self.config.decode_batch_wait_s)
         await self._batcher.start()
@@ -278,9 +283,10 @@ class OrpheusEngine:
                             out.put_nowait(batcher.submit(window, stream))
                     if parser.ended:
                         break
-            if not parser.ended:
+            if not parser.ended and parser.counters.tokens >= sampling.max_tokens:
                 self.stats.length_capped += 1
                 logger.warning("a segment reached max_tokens=%d before the stop token", sampling.max_tokens)
+            # Otherwise the backend ended it for the model (a server-side stop or end-of-generation token).
             parser.finish()
             for window in windows.ready(final=True):
                 out.put_nowait(batcher.submit(window, stream))

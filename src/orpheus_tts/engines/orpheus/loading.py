@@ -126,7 +126,11 @@ def load_codec(path: Path, device: str) -> Any:
 
 
 def load_tokenizer(path: Path) -> Callable[[str], list[int]]:
-    """An encoder (text → token ids, with BOS) from a local tokenizer directory."""
+    """An encoder (text → token ids, with BOS) from a local tokenizer directory.
+
+    Text is encoded as text: a special token's string in it becomes the
+    ordinary tokens of its characters, so user text cannot end the prompt.
+    """
     from transformers import AutoTokenizer
 
     try:
@@ -135,6 +139,7 @@ def load_tokenizer(path: Path) -> Callable[[str], list[int]]:
         raise ModelNotFoundError(f"no usable tokenizer at {path}: {exc}") from exc
 
     def encode(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        # Special-token strings in the text (``<|eot_id|>``) are read as plain text, never as control tokens.
+        return list(tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"])
 
     return encode

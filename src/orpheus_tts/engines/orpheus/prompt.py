@@ -82,8 +82,8 @@ DEFAULT_REPETITION_PENALTY = 1.1
 """At least 1.1 keeps the model stable; higher speeds speech up."""
 DEFAULT_MAX_MODEL_LEN = 8192
 """Context length (prompt + audio tokens) the backends reserve per request."""
-MAX_SEED = 2**32 - 1
-"""Largest seed every backend accepts (llama.cpp seeds are 32-bit)."""
+MAX_SEED = 2**32 - 2
+"""Largest seed every backend accepts: llama.cpp seeds are 32-bit and 2**32 - 1 means "random" there."""
 TOKENS_PER_AUDIO_S = 24_000 / 2048 * SLOTS_PER_FRAME
 """Audio tokens per second of speech: 82.03."""
 MIN_SPEECH_CHARS_PER_S = 6.0
@@ -126,6 +126,8 @@ _MULTILINGUAL: dict[str, tuple[tuple[str, str, str], ...]] = {
 LANGUAGES = ("en", *_MULTILINGUAL)
 """Voice sets: ``en`` for the English finetune, the rest for the multilingual research releases."""
 
+_SPECIAL_TEXT = re.compile(r"<\|[^<>|]{0,64}\|>")
+"""Llama 3's special-token spelling, ``<|eot_id|>``."""
 _TAG = re.compile(r"<\s*(/?)\s*([A-Za-z][\w-]*)\s*(/?)\s*>")
 _MODEL_LANGUAGE = re.compile(r"3b-(fr|de|ko|hi|zh|es_it)-", re.IGNORECASE)
 
@@ -196,10 +198,18 @@ class Prompt:
 def build_prompt(voice: str | None, text: str, encode: Callable[[str], list[int]] | None) -> Prompt:
     """The prompt for ``text`` in ``voice`` (``None``: no voice prefix, for the base model).
 
-    ``encode`` turns text into token ids *with* BOS; without it only the text form exists.
+    ``encode`` turns text into token ids *with* BOS (special-token strings in the
+    text encoded as plain text); without it only the text form exists, and
+    text that spells a special token is an :class:`InvalidParameterError`.
     """
     body = f"{voice}: {text}" if voice else text
     if encode is None:
+        # A text prompt reaches a server that reads special tokens in it, so the text must hold none.
+        marker = _SPECIAL_TEXT.search(text)
+        if marker:
+            raise InvalidParameterError(
+                "text", f"contains {marker.group(0)!r}, which the model server would read as a control token", []
+            )
         return Prompt(body, None)
     ids = list(encode(body))
     if not ids or ids[0] != BOS:

@@ -11,6 +11,7 @@ from orpheus_tts.engines.orpheus.backends.base import (
     BackendError,
     BackendUnavailableError,
     Encoder,
+    GenerationInterruptedError,
     TokenBackend,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "Encoder",
+    "GenerationInterruptedError",
     "TokenBackend",
     "backend_options",
     "create_backend",

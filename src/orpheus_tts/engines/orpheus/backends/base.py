@@ -4,7 +4,8 @@ Exceptions::
 
     EngineError (orpheus_tts.engines.base)
     └── BackendError               the backend failed (a remote server, a crashed generation)
-        └── BackendUnavailableError the backend's package is not installed
+        ├── BackendUnavailableError the backend's package is not installed
+        └── GenerationInterruptedError  a generation ended early, not by the model (retryable)
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 from orpheus_tts.engines.base import EngineError
 from orpheus_tts.engines.orpheus.prompt import Prompt, SamplingParams
 
-__all__ = ["BackendError", "BackendUnavailableError", "Encoder", "TokenBackend", "import_optional"]
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "Encoder",
+    "GenerationInterruptedError",
+    "TokenBackend",
+    "import_optional",
+]
 
 Encoder = Callable[[str], list[int]]
 """Text to token ids, BOS included."""
@@ -28,6 +36,16 @@ class BackendError(EngineError):
 
 class BackendUnavailableError(BackendError):
     """The backend's optional package is not installed."""
+
+
+class GenerationInterruptedError(BackendError):
+    """A generation ended before its stop token and before ``max_tokens``: the audio would be cut off.
+
+    Nothing about the request caused it (a server interrupted or lost it), so
+    trying again may succeed.
+    """
+
+    retryable = True
 
 
 @runtime_checkable

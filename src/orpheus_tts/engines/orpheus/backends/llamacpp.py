@@ -1,9 +1,17 @@
 """llama.cpp in process (``llama-cpp-python``) with a GGUF quantization of Orpheus.
 
 One ``Llama`` context generates one request at a time, so requests take turns
-(capacity 1 by default); the loop runs on a thread and checks a cancel flag
-between tokens. The GGUF's own tokenizer builds the prompt ids. The package is
-imported only when this backend starts.
+(capacity 1); the loop runs on a thread, evaluates one token at a time and
+checks a cancel flag between tokens, so a closed stream frees the context
+within one step. Sampling is :class:`~.sampling.TokenSampler` on the logits
+llama.cpp computes: the same order and semantics as the transformers backend
+(the repetition penalty covers prompt and generated tokens, as in
+transformers and vLLM, not llama.cpp's last 64), and each request draws from
+its own generator, so a seed never leaks into later requests. Generation ends
+at a stop token, at any of the GGUF's end-of-generation tokens (such as
+``<|eot_id|>``), or at ``max_tokens``. The GGUF's own tokenizer builds the
+prompt ids, with special tokens in user text read as plain text. The package
+is imported only when this backend starts.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from orpheus_tts.engines.orpheus.backends.base import BackendError, Encoder, import_optional
+from orpheus_tts.engines.orpheus.backends.sampling import TokenSampler
 from orpheus_tts.engines.orpheus.backends.threaded import ThreadedGenerations
 from orpheus_tts.engines.orpheus.loading import ModelNotFoundError, resolve_weights
 from orpheus_tts.engines.orpheus.prompt import DEFAULT_MAX_MODEL_LEN, Prompt, SamplingParams
@@ -41,6 +52,12 @@ class LlamaCppBackend:
 
     name = "llamacpp"
     default_capacity = 1
+    option_help = {
+        "gguf_file": "file name pattern, when the --model directory holds several GGUF files",
+        "max_model_len": "context length, in tokens (prompt + audio tokens)",
+        "n_gpu_layers": "layers offloaded to the GPU (-1: all; needs a CUDA build of llama-cpp-python)",
+        "n_threads": "CPU threads (default: llama.cpp's choice)",
+    }
 
     def __init__(
         self,
@@ -64,6 +81,7 @@ class LlamaCppBackend:
         self.n_threads = n_threads
         self.generations = ThreadedGenerations()
         self._llm: Any = None
+        self._llama_cpp: Any = None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -72,6 +90,7 @@ class LlamaCppBackend:
             return
         llama_cpp = import_optional("llama_cpp", "llama-cpp-python", "llamacpp")
         self._llm = await asyncio.to_thread(self._load, llama_cpp)
+        self._llama_cpp = llama_cpp
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="llamacpp")
 
     def _load(self, llama_cpp: Any) -> Any:
@@ -126,25 +145,23 @@ class LlamaCppBackend:
     def _run(
         self, prompt_ids: list[int], sampling: SamplingParams, emit: Callable[[int], None], cancelled: threading.Event
     ) -> None:
+        llama_cpp = self._llama_cpp
         stops = set(sampling.stop_token_ids)
         with self._lock:  # one context: requests take turns
             llm = self._llm
             if llm is None or cancelled.is_set():
                 return
-            if sampling.seed is not None:
-                llm.set_seed(sampling.seed)
-            tokens = llm.generate(
-                prompt_ids,
-                top_k=sampling.top_k,
-                top_p=sampling.top_p,
-                min_p=0.0,  # llama.cpp's default 0.05 would sample differently from the other backends
-                temp=sampling.temperature,
-                repeat_penalty=sampling.repetition_penalty,
-                reset=True,
-            )
-            for count, token in enumerate(tokens, start=1):
+            vocab = llama_cpp.llama_model_get_vocab(llm.model)
+            n_vocab = llm.n_vocab()
+            sample = TokenSampler(sampling, prompt_ids, n_vocab)
+            llm.reset()
+            llm.eval(prompt_ids)
+            for count in range(1, sampling.max_tokens + 1):
                 if cancelled.is_set():
                     return
-                emit(int(token))
-                if token in stops or count >= sampling.max_tokens:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+                token = sample(logits)
+                emit(token)
+                if token in stops or llama_cpp.llama_vocab_is_eog(vocab, token) or count == sampling.max_tokens:
                     return
+                llm.eval([token])

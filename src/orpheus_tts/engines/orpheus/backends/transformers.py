@@ -1,10 +1,13 @@
-"""Plain PyTorch generation with Hugging Face transformers: CPU or one GPU, no batching.
+"""Plain PyTorch generation with Hugging Face transformers: CPU or one GPU.
 
-Each request runs its own incremental decoding loop (KV cache, one token per
-step) on a thread and checks a cancel flag between tokens, so a closed stream
-stops within one model step. Sampling follows the usual order: repetition
-penalty, then temperature, top-k and top-p. Good for development, tests and
-small deployments; use the vllm backend for throughput.
+By default each request runs its own incremental decoding loop (KV cache, one
+token per step) on a thread and checks a cancel flag between tokens, so a
+closed stream stops within one model step. With ``max_batch`` > 1 every
+active stream is stepped in one forward call instead
+(:class:`~.batched.BatchedStepper`), which is what makes a GPU worth having.
+Sampling follows the usual order: repetition penalty, then temperature, top-k
+and top-p. Good for development, tests and small deployments; the vllm
+backend batches with paged attention and CUDA graphs.
 
 ``constrain_audio_tokens`` masks the logits so that only the audio tokens of
 the expected slot (and the stop token at a frame boundary) can be sampled: a
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orpheus_tts.engines.orpheus.backends.base import BackendError, Encoder
+from orpheus_tts.engines.orpheus.backends.batched import BatchedStepper
 from orpheus_tts.engines.orpheus.backends.threaded import ThreadedGenerations
 from orpheus_tts.engines.orpheus.loading import DEFAULT_MODEL_ID, load_tokenizer, resolve_weights
 from orpheus_tts.engines.orpheus.prompt import (
@@ -46,6 +50,13 @@ class TransformersBackend:
     """Token generation with ``transformers``; see the module docstring."""
 
     name = "transformers"
+    option_help = {
+        "tokenizer": "tokenizer directory or id (default: the model's)",
+        "device": "cpu, cuda, cuda:N (default: cuda when available); also places SNAC",
+        "dtype": "float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on GPU)",
+        "constrain_audio_tokens": "allow only the expected slot's audio tokens (for untrained weights)",
+        "max_batch": "streams stepped together in one forward call (1: one loop per request)",
+    }
 
     def __init__(
         self,
@@ -56,7 +67,10 @@ class TransformersBackend:
         device: str | None = None,
         dtype: str | None = None,
         constrain_audio_tokens: bool = False,
+        max_batch: int = 1,
     ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         self.model_name = model or DEFAULT_MODEL_ID
@@ -70,7 +84,9 @@ class TransformersBackend:
         self.dtype = dtype
         self.constrain_audio_tokens = constrain_audio_tokens
         self.generations = ThreadedGenerations()
-        self.default_capacity = 4 if device.startswith("cuda") else 1
+        self.max_batch = max_batch
+        self.default_capacity = max_batch if max_batch > 1 else (4 if device.startswith("cuda") else 1)
+        self.stepper: BatchedStepper | None = None
         self._model: Any = None
         self._encoder: Encoder | None = None
         self._masks: Any = None
@@ -81,7 +97,12 @@ class TransformersBackend:
         if self._model is not None:
             return
         self._model, self._encoder, self._masks = await asyncio.to_thread(self._load)
-        self._executor = ThreadPoolExecutor(MAX_GENERATION_THREADS, thread_name_prefix="orpheus-gen")
+        self._executor = ThreadPoolExecutor(
+            max(MAX_GENERATION_THREADS, self.max_batch), thread_name_prefix="orpheus-gen"
+        )
+        if self.max_batch > 1:
+            constrain = self._constrain_rows if self._masks is not None else None
+            self.stepper = BatchedStepper(self._model, self.device, self._cache_arg, self.max_batch, constrain)
 
     def _load(self) -> tuple[Any, Encoder, Any]:
         import torch
@@ -125,6 +146,9 @@ class TransformersBackend:
         return model, encoder, masks
 
     async def close(self) -> None:
+        stepper, self.stepper = self.stepper, None
+        if stepper is not None:
+            await asyncio.to_thread(stepper.close)
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
@@ -139,6 +163,11 @@ class TransformersBackend:
         if prompt.ids is None:
             raise BackendError("the transformers backend needs a token-id prompt")
         ids = list(prompt.ids)
+        stepper = self.stepper
+        if stepper is not None:
+            return self.generations.stream(
+                self._executor, lambda emit, cancelled: stepper.run(ids, sampling, emit, cancelled)
+            )
         return self.generations.stream(
             self._executor, lambda emit, cancelled: self._run(ids, sampling, emit, cancelled)
         )
@@ -183,6 +212,17 @@ class TransformersBackend:
                     return
                 history[0, n_prompt + step] = token_id
                 out = model(input_ids=token, use_cache=True, **{cache_arg: getattr(out, cache_arg)})
+
+    def _constrain_rows(self, scores: Any, steps: list[int]) -> Any:
+        """:meth:`_constrain` for a batch: row ``i`` is at step ``steps[i]``."""
+        import torch
+
+        slots = torch.tensor([step % SLOTS_PER_FRAME for step in steps], device=scores.device)
+        allowed = self._masks[slots].clone()
+        allowed[:, END_OF_SPEECH] = torch.tensor(
+            [s % SLOTS_PER_FRAME == 0 and s > 0 for s in steps], device=scores.device
+        )
+        return scores.masked_fill(~allowed, float("-inf"))
 
     def _constrain(self, scores: Any, step: int) -> Any:
         slot = step % SLOTS_PER_FRAME

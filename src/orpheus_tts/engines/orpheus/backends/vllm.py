@@ -1,10 +1,14 @@
-"""vLLM in process: one long-lived ``AsyncLLMEngine`` batching every request on the GPU.
+"""vLLM in process: one long-lived ``AsyncLLM`` (v1 engine) batching every request on the GPU.
 
-Prompts go in as token ids (``TokensPrompt``), tokens come back as deltas
+Prompts go in as token ids rendered by the engine's own renderer
+(``renderer.render_cmpl``, the current input path; vLLM releases without a
+renderer take a ``TokensPrompt``), tokens come back as deltas
 (``RequestOutputKind.DELTA``) without detokenization, each request has a unique
 id, and a closed stream aborts its request so the KV cache is freed at once.
 ``max_model_len`` is always set (the model's 131 072 default would exhaust the
-KV cache). vLLM is imported only when this backend starts.
+KV cache). The engine is built off the event loop (model load takes minutes),
+and before the engine's SNAC decoder touches CUDA (which would force vLLM's
+``spawn`` start method). vLLM is imported only when this backend starts.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ class VllmBackend:
     """Token generation with vLLM's async engine; see the module docstring."""
 
     name = "vllm"
+    option_help = {
+        "tokenizer": "tokenizer directory or id (default: the model's)",
+        "max_model_len": "context length per sequence, in tokens",
+        "gpu_memory_utilization": "share of GPU memory vLLM may take (weights + KV cache)",
+        "dtype": "auto, bfloat16, float16",
+        "tensor_parallel_size": "GPUs to shard the model over",
+        "max_num_seqs": "sequences batched at once (the backend's capacity)",
+        "enforce_eager": "disable CUDA graphs (faster start, slower decode)",
+        "quantization": "vLLM quantization method (e.g. fp8), or none",
+    }
 
     def __init__(
         self,
@@ -60,6 +74,8 @@ class VllmBackend:
         self._engine: Any = None
         self._vllm: Any = None
         self._encoder: Encoder | None = None
+        self._active: set[str] = set()
+        """Ids of the requests generating now."""
 
     async def start(self) -> None:
         if self._engine is not None:
@@ -79,8 +95,10 @@ class VllmBackend:
             quantization=self.quantization,
             enable_prefix_caching=True,
         )
+        engine_class = _async_engine_class(vllm)
         try:
-            self._engine = vllm.AsyncLLMEngine.from_engine_args(args)
+            # Loading the model blocks for minutes: never on the event loop.
+            self._engine = await asyncio.to_thread(engine_class.from_engine_args, args)
         except Exception as exc:
             raise BackendError(f"vLLM could not start the Orpheus model from {path}: {exc}") from exc
         self._vllm = vllm
@@ -118,13 +136,12 @@ class VllmBackend:
             raise BackendError("the vllm backend is not started")
         if prompt.ids is None:
             raise BackendError("the vllm backend needs a token-id prompt")
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         params = vllm.SamplingParams(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            top_k=sampling.top_k,  # 0 disables top-k
             repetition_penalty=sampling.repetition_penalty,
             max_tokens=sampling.max_tokens,
             seed=sampling.seed,
@@ -134,8 +151,10 @@ class VllmBackend:
         )
         request_id = f"orpheus-{uuid.uuid4().hex}"
         finished = False
+        self._active.add(request_id)
         try:
-            async for output in engine.generate(TokensPrompt(prompt_token_ids=list(prompt.ids)), params, request_id):
+            engine_input = await _render(engine, list(prompt.ids))
+            async for output in engine.generate(engine_input, params, request_id):
                 finished = output.finished
                 delta = list(output.outputs[0].token_ids) if output.outputs else []
                 if delta:
@@ -145,6 +164,40 @@ class VllmBackend:
         except Exception as exc:
             raise BackendError(f"vLLM generation failed: {exc}") from exc
         finally:
+            self._active.discard(request_id)
             if not finished:
                 # Newer vLLM aborts a cancelled generate() itself; abort is a no-op then.
                 await engine.abort(request_id)
+
+
+def _async_engine_class(vllm: Any) -> Any:
+    """vLLM's v1 ``AsyncLLM`` (``AsyncLLMEngine`` is its alias in current releases)."""
+    try:
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError:
+        return vllm.AsyncLLMEngine
+    return AsyncLLM
+
+
+async def _render(engine: Any, ids: list[int]) -> Any:
+    """The engine input for a token-id prompt: rendered by the engine's renderer where it has one.
+
+    Current vLLM deprecates raw prompts in ``generate`` (a warning, then
+    removal) in favour of ``renderer.render_cmpl``; older releases only take
+    the raw ``TokensPrompt``.
+    """
+    renderer = getattr(engine, "renderer", None)
+    prompts = [{"prompt_token_ids": ids}]
+    tok_params = getattr(renderer, "default_cmpl_tok_params", None)
+    args = (prompts,) if tok_params is None else (prompts, tok_params)
+    render_async = getattr(renderer, "render_cmpl_async", None)
+    if render_async is not None:
+        (rendered,) = await render_async(*args)
+        return rendered
+    render = getattr(renderer, "render_cmpl", None)
+    if render is not None:
+        (rendered,) = render(*args)
+        return rendered
+    from vllm.inputs import TokensPrompt
+
+    return TokensPrompt(prompt_token_ids=ids)
