@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 from pathlib import Path
@@ -78,10 +79,15 @@ def value_for(field: configdoc.FieldDoc) -> tuple[str | None, object]:
     choices = [c for flag in field.flags for c in _choices(flag) if repr(c) != field.default]
     if choices:  # a flag with a fixed set of values: one that is not the default
         return choices[0], choices[0]
+    if field.type.startswith("Literal["):
+        choice = ast.literal_eval(field.type.removeprefix("Literal"))[-1]
+        return choice, choice
     if field.type.startswith("tuple"):
         return "http://w:8001", ("http://w:8001",)
     if field.type.startswith("int"):
         return "7", 7
+    if field.type.startswith("float") and field.name.endswith("_utilization"):
+        return "0.75", 0.75  # a share: (0, 1]
     if field.type.startswith("float"):
         return ("999.5", 999.5) if field.name.startswith("max_") else ("7.5", 7.5)
     return "w-7", "w-7"

@@ -25,6 +25,7 @@ PAGES = [
     "troubleshooting.md",
     "configuration.md",
     "integrations.md",
+    "scheduling.md",
 ]
 FENCE_RE = re.compile(r"```[a-z]*\n(.*?)```", re.S)
 FLAG_RE = re.compile(r"`(--[a-z][a-z0-9-]*)")

@@ -47,8 +47,12 @@ from orpheus_tts.validation import DEFAULT_MAX_JSON_DEPTH
 from orpheus_tts.worker.config import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_PLAYBACK_MARGIN_S,
+    DEFAULT_SCHEDULER,
+    DEFAULT_TARGET_UTILIZATION,
     DEFAULT_WORKER_DRAIN_GRACE_S,
     WorkerConfig,
 )
@@ -365,10 +369,37 @@ def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **option
     return server, sockets
 
 
+def _add_scheduler_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scheduling")
+    group.add_argument(
+        "--scheduler",
+        choices=["deadline", "fifo"],
+        default=_env("SCHEDULER", DEFAULT_SCHEDULER),
+        help="deadline: each segment by playback deadline; fifo: a slot per request",
+    )
+    group.add_argument(
+        "--playback-margin-s", type=float, default=_env("PLAYBACK_MARGIN_S", str(DEFAULT_PLAYBACK_MARGIN_S))
+    )
+    group.add_argument("--max-streams", type=int, default=_env("MAX_STREAMS", str(DEFAULT_MAX_STREAMS)))
+    group.add_argument(
+        "--target-utilization", type=float, default=_env("TARGET_UTILIZATION", str(DEFAULT_TARGET_UTILIZATION))
+    )
+
+
+def _scheduler_argv(args: argparse.Namespace) -> list[str]:
+    """The scheduling flags again, for the workers ``serve`` starts."""
+    return ["--scheduler", args.scheduler, "--playback-margin-s", str(args.playback_margin_s),
+            "--max-streams", str(args.max_streams), "--target-utilization", str(args.target_utilization)]  # fmt: skip
+
+
 def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(
         capacity=args.capacity,
         max_queue=args.max_queue,
+        scheduler=args.scheduler,
+        playback_margin_s=args.playback_margin_s,
+        max_streams=args.max_streams,
+        target_utilization=args.target_utilization,
         default_timeout_s=args.default_timeout_s,
         max_timeout_s=args.max_timeout_s,
         max_text_chars=args.max_text_chars,
@@ -499,7 +530,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     worker_args = ["--engine", args.engine, "--max-queue", str(args.max_queue),
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
                    "--max-text-chars", str(args.max_text_chars),
-                   "--max-json-depth", str(args.max_json_depth)]  # fmt: skip
+                   "--max-json-depth", str(args.max_json_depth), *_scheduler_argv(args)]  # fmt: skip
     worker_args += _http_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
@@ -637,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="warning")
     _add_engine_args(worker)
     _add_worker_limits(worker)
+    _add_scheduler_args(worker)
     _add_http_args(worker)
     _add_realtime_args(worker)
     worker.set_defaults(func=_cmd_worker)
@@ -676,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_engine_args(serve)
     _add_worker_limits(serve)
+    _add_scheduler_args(serve)
     _add_http_args(serve)
     _add_realtime_args(serve)
     serve.set_defaults(func=_cmd_serve)

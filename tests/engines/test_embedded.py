@@ -19,7 +19,13 @@ from orpheus_tts.engines.base import (
     UnknownVoiceError,
     validate_params,
 )
-from orpheus_tts.engines.embedded import INSTALL_HINT, VOICE_ID, PiperEngine, create_embedded_engine
+from orpheus_tts.engines.embedded import (
+    INSTALL_HINT,
+    MAX_CLAUSE_SILENCE_S,
+    VOICE_ID,
+    PiperEngine,
+    create_embedded_engine,
+)
 from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import SAMPLE_RATE_HZ
 from tests.asr import assert_says
@@ -151,6 +157,34 @@ async def test_sentence_silence_adds_exactly_the_requested_gap(engine: PiperEngi
     loose = await _pcm(engine, PARAGRAPH, seed=5, sentence_silence_s=0.5)
     gaps = len(split_segments(PARAGRAPH)) - 1
     assert len(loose) - len(tight) == gaps * 2 * round(0.5 * SAMPLE_RATE_HZ)
+
+
+CLAUSE_TEXT = "When the storm finally passed, the villagers came out to see the damage. Then they went home."
+
+
+@pytest.mark.asr
+async def test_the_first_clause_comes_first_alone_and_the_text_is_still_heard(engine: PiperEngine) -> None:
+    chunks = await _collect(engine.synthesize(CLAUSE_TEXT, VOICE_ID, {"seed": 3}))
+    assert len(chunks) == 3, "first clause, rest of the sentence, next sentence"
+    assert _seconds(chunks[0]) < 0.5 * _seconds(chunks[0] + chunks[1])
+    assert_says(b"".join(chunks), CLAUSE_TEXT, max_wer=0.1)
+
+
+async def test_a_clause_cut_gets_a_short_pause_and_a_sentence_end_the_full_one(engine: PiperEngine) -> None:
+    tight = await _pcm(engine, CLAUSE_TEXT, seed=5, sentence_silence_s=0.0)
+    loose = await _pcm(engine, CLAUSE_TEXT, seed=5, sentence_silence_s=0.5)
+    clause_gap, sentence_gap = round(MAX_CLAUSE_SILENCE_S * SAMPLE_RATE_HZ), round(0.5 * SAMPLE_RATE_HZ)
+    assert len(loose) - len(tight) == 2 * (clause_gap + sentence_gap)
+
+
+async def test_the_first_clause_cut_can_be_turned_off() -> None:
+    whole = PiperEngine(capacity=1, first_clause_min_words=None)
+    await whole.start()
+    try:
+        chunks = await _collect(whole.synthesize(CLAUSE_TEXT, VOICE_ID, {"seed": 3}))
+    finally:
+        await whole.close()
+    assert len(chunks) == 2
 
 
 async def test_same_seed_same_audio_other_seed_other_audio(engine: PiperEngine) -> None:

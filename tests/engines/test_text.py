@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orpheus_tts.engines.text import DEFAULT_MAX_SEGMENT_CHARS, split_segments
+from orpheus_tts.engines.text import DEFAULT_MAX_SEGMENT_CHARS, ends_sentence, split_segments
 
 
 def test_splits_at_sentence_ends() -> None:
@@ -96,3 +96,50 @@ def test_no_characters_are_lost_and_limits_hold(text: str, max_chars: int) -> No
 def test_words_survive_when_none_is_longer_than_the_limit(text: str) -> None:
     segments = split_segments(text, max_chars=40)
     assert " ".join(segments).split() == text.split()
+
+
+def test_the_first_sentence_can_be_cut_after_its_first_clause() -> None:
+    text = "When the storm finally passed, the villagers came out to see the damage. Then they went home."
+    assert split_segments(text, first_clause_min_words=3) == [
+        "When the storm finally passed,",
+        "the villagers came out to see the damage.",
+        "Then they went home.",
+    ]
+    assert split_segments(text)[0] == "When the storm finally passed, the villagers came out to see the damage."
+
+
+def test_a_first_clause_too_short_on_either_side_is_not_cut() -> None:
+    assert split_segments("Yes, I think so. More.", first_clause_min_words=3) == ["Yes, I think so.", "More."]
+    assert split_segments("Well, it rained all day, and we stayed home.", first_clause_min_words=3) == [
+        "Well, it rained all day,",
+        "and we stayed home.",
+    ]
+    assert split_segments("We stayed at home all day, sadly.", first_clause_min_words=3) == [
+        "We stayed at home all day, sadly."
+    ]
+    assert split_segments("No clause boundary here at all.", first_clause_min_words=3) == [
+        "No clause boundary here at all."
+    ]
+    with pytest.raises(ValueError, match="first_clause_min_words"):
+        split_segments("Some text.", first_clause_min_words=0)
+
+
+def test_ends_sentence_tells_sentence_ends_from_clause_cuts() -> None:
+    assert ends_sentence("The sun rose.")
+    assert ends_sentence('He said "stop."')
+    assert ends_sentence("Really?!")
+    assert not ends_sentence("When the storm passed,")
+    assert not ends_sentence("a sentence cut at a space")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_texts(), min_words=st.integers(min_value=1, max_value=5))
+def test_a_first_clause_cut_loses_nothing_and_only_falls_at_a_clause(text: str, min_words: int) -> None:
+    plain = split_segments(text, max_chars=40)
+    cut = split_segments(text, max_chars=40, first_clause_min_words=min_words)
+    assert " ".join(cut).split() == text.split()
+    assert cut[1:] == plain[1:] or (cut[0] + " " + cut[1] == plain[0] and cut[2:] == plain[1:])
+    if len(cut) > len(plain):
+        assert cut[0][-1] in ",;:—–\"'”’)]", "cut only at a clause boundary"
+        assert len(cut[0].split()) >= min_words
+        assert len(cut[1].split()) >= min_words

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from orpheus_tts.protocol import ChunkFrame
@@ -41,3 +43,25 @@ async def test_unknown_voice_lists_valid_ones(embedded_worker: str) -> None:
     message = result.error_json["error"]["message"]
     assert "joe" in message
     assert "alloy" in message
+
+
+CONCURRENT = [
+    "The weather today is sunny with a light breeze from the west.",
+    "Please remember to bring your notebook to the meeting tomorrow morning.",
+    "Our library opens early and closes late on weekends.",
+    "When the train arrives, please take your bags and step onto the platform.",
+    "She sells fresh bread and warm coffee at the corner market.",
+    "After the rain stopped, the children ran outside to play in the garden.",
+    "The museum has a new exhibit about ancient ships and sailors.",
+    "If you need any help, just ask the person at the front desk.",
+]
+
+
+async def test_eight_concurrent_streams_each_say_their_words(embedded_worker: str) -> None:
+    # Eight streams share the engine's two slots segment by segment (deadline scheduler, the default):
+    # each must still carry exactly its own words, in order.
+    results = await asyncio.gather(*(stream_tts(embedded_worker, {"text": t, "seed": 11}) for t in CONCURRENT))
+    for text, result in zip(CONCURRENT, results, strict=True):
+        assert result.status == 200
+        assert result.error is None
+        assert_says(result.pcm, text)

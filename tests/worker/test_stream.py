@@ -137,7 +137,7 @@ async def test_full_queue_answers_503_with_retry_after() -> None:
         assert rejected.status_code == 503
         assert rejected.json()["error"] == {
             "code": "overloaded",
-            "message": "all 1 slots are busy and 1 requests are queued",
+            "message": "1 streams are running (estimated capacity 1) and 1 requests are queued",
             "retryable": True,
         }
         assert rejected.headers["retry-after"] == "2"

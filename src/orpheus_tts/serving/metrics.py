@@ -59,7 +59,13 @@ class ServiceMetrics:
         self.audio_seconds = Counter("orpheus_audio_seconds", "Seconds of audio produced", ["role"], registry=r)
         self.input_chars = Counter("orpheus_input_characters", "Characters of text accepted", ["role"], registry=r)
         self.running = Gauge("orpheus_requests_running", "Requests streaming now", ["role"], registry=r)
-        self.waiting = Gauge("orpheus_requests_waiting", "Requests queued for a slot", ["role"], registry=r)
+        self.waiting = Gauge("orpheus_requests_waiting", "Requests queued for admission", ["role"], registry=r)
+        self.stream_capacity = Gauge(
+            "orpheus_stream_capacity",
+            "Streams the worker admits at once: its estimate of how many it keeps ahead of real time",
+            ["role"],
+            registry=r,
+        )
         self.auth_failures = Counter("orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r)
 
     def outcome(self, outcome: str) -> None:

@@ -143,6 +143,8 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
                 "engine": engine.name,
                 "ready": bool(app.state.ready),
                 "capacity": scheduler.capacity,
+                "scheduler": scheduler.name,
+                "stream_capacity": scheduler.stream_capacity,
                 "inflight": scheduler.running,
                 "queue_depth": scheduler.waiting,
                 "max_queue": scheduler.max_queue,

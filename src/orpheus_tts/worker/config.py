@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.serving.settings import HttpSettings
@@ -13,9 +14,14 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_CHUNK_SAMPLES",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_STREAMS",
     "DEFAULT_MAX_TEXT_CHARS",
     "DEFAULT_MAX_TIMEOUT_S",
+    "DEFAULT_PLAYBACK_MARGIN_S",
     "DEFAULT_RETRY_AFTER_S",
+    "DEFAULT_RTF_WINDOW_PIECES",
+    "DEFAULT_SCHEDULER",
+    "DEFAULT_TARGET_UTILIZATION",
     "DEFAULT_WORKER_DRAIN_GRACE_S",
     "WorkerConfig",
 ]
@@ -27,6 +33,11 @@ DEFAULT_MAX_TEXT_CHARS = 10_000
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_CHUNK_SAMPLES = 4_800
 DEFAULT_RETRY_AFTER_S = 1.0
+DEFAULT_SCHEDULER: Literal["deadline", "fifo"] = "deadline"
+DEFAULT_PLAYBACK_MARGIN_S = 1.0
+DEFAULT_MAX_STREAMS = 64
+DEFAULT_TARGET_UTILIZATION = 0.8
+DEFAULT_RTF_WINDOW_PIECES = 64
 DEFAULT_WORKER_DRAIN_GRACE_S = 30.0
 
 
@@ -35,9 +46,20 @@ class WorkerConfig:
     """Everything a worker needs to know besides its engine."""
 
     capacity: int | None = None
-    """Requests synthesized at once; ``None`` takes the engine's capacity."""
+    """Engine slots: pieces synthesized at once (``fifo``: whole requests); ``None`` takes the engine's capacity."""
     max_queue: int = DEFAULT_MAX_QUEUE
-    """Requests that may wait for a slot; one more gets 503 ``overloaded``."""
+    """Requests that may wait for admission; one more gets 503 ``overloaded``."""
+    scheduler: Literal["deadline", "fifo"] = DEFAULT_SCHEDULER
+    """``deadline``: admission by estimated real-time stream capacity, each segment earliest playback
+    deadline first; ``fifo``: each request holds a slot for its whole text, the rest wait in arrival order."""
+    playback_margin_s: float = DEFAULT_PLAYBACK_MARGIN_S
+    """``deadline``: a stream's next segment is due this many seconds before its playback would run dry."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """``deadline``: most streams admitted at once, whatever the capacity estimate says."""
+    target_utilization: float = DEFAULT_TARGET_UTILIZATION
+    """``deadline``: share of the engine's slots that admitted streams may need in real time (0-1]."""
+    rtf_window_pieces: int = DEFAULT_RTF_WINDOW_PIECES
+    """``deadline``: recent pieces whose real-time factor the capacity estimate is taken from."""
     default_timeout_s: float = DEFAULT_DEADLINE_S
     """Deadline of a request that names none, in seconds from arrival."""
     max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
@@ -73,6 +95,16 @@ class WorkerConfig:
             raise ValueError("max_json_depth must be at least 1")
         if self.max_chunk_samples < 1:
             raise ValueError("max_chunk_samples must be at least 1")
+        if self.scheduler not in ("deadline", "fifo"):
+            raise ValueError(f"scheduler must be 'deadline' or 'fifo', got {self.scheduler!r}")
+        if self.playback_margin_s < 0:
+            raise ValueError("playback_margin_s must not be negative")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        if not 0 < self.target_utilization <= 1:
+            raise ValueError("target_utilization must be in (0, 1]")
+        if self.rtf_window_pieces < 1:
+            raise ValueError("rtf_window_pieces must be at least 1")
 
     def deadline_s(self, requested: float | None) -> float:
         """The deadline a request gets: its own, capped, or the default."""

@@ -26,6 +26,7 @@ from orpheus_tts.engines.base import (
     UnknownVoiceError,
     validate_params,
 )
+from orpheus_tts.engines.pacing import playing
 from orpheus_tts.protocol import (
     AUDIO_FORMAT,
     HEADER_AUDIO_FORMAT,
@@ -48,10 +49,11 @@ from orpheus_tts.protocol import (
 from orpheus_tts.serving.metrics import ServiceMetrics
 from orpheus_tts.serving.streaming import PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
-from orpheus_tts.worker.scheduler import Scheduler
+from orpheus_tts.worker.deadline import DeadlineScheduler, StreamClock
+from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
 from orpheus_tts.worker.timed import timed_pieces
 
-__all__ = ["SynthesisService"]
+__all__ = ["SynthesisService", "create_scheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,31 @@ class _Timing:
     compute_s: float = 0.0
 
 
+@dataclass
+class _Stream:
+    """One admitted stream: the engine's generator and what schedules it."""
+
+    pieces: AsyncIterator[TimedPiece]
+    admission: Admission
+    clock: StreamClock
+    deadline: float
+    timing: _Timing
+
+
+def create_scheduler(config: WorkerConfig, capacity: int) -> Scheduler:
+    """The admission policy ``config.scheduler`` names, over ``capacity`` engine slots."""
+    if config.scheduler == "fifo":
+        return FifoScheduler(capacity, config.max_queue, config.retry_after_s)
+    return DeadlineScheduler(
+        capacity,
+        config.max_queue,
+        config.retry_after_s,
+        max_streams=config.max_streams,
+        target_utilization=config.target_utilization,
+        rtf_window_pieces=config.rtf_window_pieces,
+    )
+
+
 class SynthesisService:
     """Admission, deadline and framing around one engine."""
 
@@ -71,11 +98,8 @@ class SynthesisService:
         self.engine = engine
         self.config = config
         self.metrics = metrics
-        self.scheduler = Scheduler(
-            capacity=config.capacity or engine.capacity,
-            max_queue=config.max_queue,
-            retry_after_s=config.retry_after_s,
-        )
+        self.scheduler = create_scheduler(config, config.capacity or engine.capacity)
+        metrics.stream_capacity.labels(metrics.role).set_function(lambda: self.scheduler.stream_capacity)
 
     def validate(self, request: TTSRequest) -> tuple[str, dict[str, Any]]:
         """Resolve the voice and check parameters against the engine's schema."""
@@ -96,7 +120,7 @@ class SynthesisService:
         voice, params = self.validate(request)
         self.metrics.waiting.labels(self.metrics.role).inc()
         try:
-            await self.scheduler.acquire(deadline)
+            admission = await self.scheduler.admit(deadline)
         except ServiceError as exc:
             self.metrics.outcome(exc.code.value)
             raise
@@ -106,11 +130,12 @@ class SynthesisService:
         self.metrics.queue_wait.labels(self.metrics.role).observe(timing.admitted - timing.arrived)
         self.metrics.running.labels(self.metrics.role).inc()
         hints = {"queue_depth": self.scheduler.waiting, "inflight": self.scheduler.running}
-        pieces = timed_pieces(self.engine, request, voice, params)
+        clock = StreamClock(arrived=timing.arrived, deadline=deadline, margin_s=self.config.playback_margin_s)
+        stream = _Stream(timed_pieces(self.engine, request, voice, params), admission, clock, deadline, timing)
         try:
-            first = await self._next_piece(pieces, deadline, timing)
+            first = await self._next_piece(stream)
         except BaseException as exc:
-            await self._finish(pieces, timing, _outcome(exc))
+            await self._finish(stream, _outcome(exc))
             if isinstance(exc, DeadlinePassed):
                 raise ServiceError(ErrorCode.DEADLINE_EXCEEDED, "no audio before the deadline") from None
             if isinstance(exc, UnknownVoiceError):
@@ -131,38 +156,45 @@ class SynthesisService:
             HEADER_QUEUE_DEPTH: str(hints["queue_depth"]),
             HEADER_INFLIGHT: str(hints["inflight"]),
         }
-        body = self._frames(pieces, first, deadline, timing, hints)
+        body = self._frames(stream, first, hints)
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
 
-    async def _next_piece(
-        self, pieces: AsyncIterator[TimedPiece], deadline: float, timing: _Timing
-    ) -> TimedPiece | None:
-        """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``."""
+    async def _next_piece(self, stream: _Stream) -> TimedPiece | None:
+        """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``.
+
+        Each step of the engine's generator runs in a compute slot that the
+        scheduler grants by the stream's playback deadline, with the stream's
+        clock visible to the engine (:mod:`orpheus_tts.engines.pacing`).
+        """
+        timing = stream.timing
         while True:
-            started = time.monotonic()
-            try:
-                piece = await next_before(pieces, deadline)
-            except StopAsyncIteration:
-                return None
-            finally:
-                timing.compute_s += time.monotonic() - started
-            if len(piece.pcm) % SAMPLE_WIDTH_BYTES:
-                raise EngineError(f"engine produced an odd number of bytes ({len(piece.pcm)})")
+            async with stream.admission.slot(stream.clock, stream.deadline):
+                started = time.monotonic()
+                try:
+                    with playing(stream.clock):
+                        piece = await next_before(stream.pieces, stream.deadline)
+                except StopAsyncIteration:
+                    return None
+                finally:
+                    elapsed = time.monotonic() - started
+                    timing.compute_s += elapsed
+                if len(piece.pcm) % SAMPLE_WIDTH_BYTES:
+                    raise EngineError(f"engine produced an odd number of bytes ({len(piece.pcm)})")
+                audio_s = len(piece.pcm) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
+                # Delivered now (its frames go out next), so the slot knows the next piece's deadline.
+                if audio_s:
+                    stream.clock.deliver(audio_s)
+                    stream.clock.next_compute_s = elapsed
+            stream.admission.record(elapsed, audio_s)
             if piece.pcm:
                 return piece
 
-    async def _frames(
-        self,
-        pieces: AsyncIterator[TimedPiece],
-        first: TimedPiece | None,
-        deadline: float,
-        timing: _Timing,
-        hints: dict[str, int],
-    ) -> AsyncIterator[bytes]:
+    async def _frames(self, stream: _Stream, first: TimedPiece | None, hints: dict[str, int]) -> AsyncIterator[bytes]:
         role = self.metrics.role
         seq = samples_total = 0
         outcome = "cancelled"
         max_bytes = self.config.max_chunk_samples * SAMPLE_WIDTH_BYTES
+        timing = stream.timing
         try:
             yield encode_frame(
                 MetricsFrame(
@@ -184,7 +216,7 @@ class SynthesisService:
                         yield encode_frame(frame)
                         seq += 1
                         samples_total += frame.samples
-                    piece = await self._next_piece(pieces, deadline, timing)
+                    piece = await self._next_piece(stream)
             except DeadlinePassed:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
                 yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
@@ -218,15 +250,16 @@ class SynthesisService:
             outcome = "ok"
             yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
         finally:
-            await self._finish(pieces, timing, outcome)
+            await self._finish(stream, outcome)
 
-    async def _finish(self, pieces: AsyncIterator[TimedPiece], timing: _Timing, outcome: str) -> None:
+    async def _finish(self, stream: _Stream, outcome: str) -> None:
+        timing = stream.timing
         try:
-            aclose = getattr(pieces, "aclose", None)
+            aclose = getattr(stream.pieces, "aclose", None)
             if aclose is not None:
                 await aclose()
         finally:
-            self.scheduler.release()
+            stream.admission.release()
             role = self.metrics.role
             self.metrics.running.labels(role).dec()
             self.metrics.duration.labels(role).observe(time.monotonic() - timing.arrived)

@@ -9,14 +9,22 @@ whole stream sees. So the streamed audio of n frames is n * 2048 samples and
 equals decoding all n frames at once, head and tail included.
 
 :class:`DecodeBatcher` gathers the windows of all concurrent streams and
-decodes windows of the same length in one call, off the event loop.
+decodes windows of the same length in one call, off the event loop. When more
+windows wait than one batch holds, those whose audio the listener needs first
+go first: each window is due when its stream's playback
+(:mod:`orpheus_tts.engines.pacing`) reaches it, counting the stream's windows
+still waiting before it; windows of streams without a playback clock are due
+when they arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from orpheus_tts.engines.orpheus.codec import SnacCodec
+from orpheus_tts.engines.pacing import current_playback
+from orpheus_tts.protocol import SAMPLE_RATE_HZ
 
 __all__ = [
     "DEFAULT_DECODE_BATCH_SIZE",
@@ -135,14 +145,19 @@ class _Job:
     window: Window
     future: asyncio.Future[NDArray[np.float32]]
     stream: int
+    due: float
+    """When the listener needs this window's audio (``time.monotonic()``)."""
+    audio_s: float
+    """Seconds of audio the window emits."""
 
 
 class DecodeBatcher:
     """Decodes windows from many streams in batches, on one background thread.
 
-    A batch is dispatched when it holds ``max_batch`` windows, when every open
-    stream has a window in it, or ``max_wait_s`` after its first window arrived,
-    whichever comes first. Windows of equal length share one decoder call.
+    A batch is dispatched when ``max_batch`` windows wait, when every open
+    stream has a window waiting, or ``max_wait_s`` after the first one arrived,
+    whichever comes first; it takes the ``max_batch`` windows due first.
+    Windows of equal length share one decoder call.
     """
 
     def __init__(
@@ -163,16 +178,20 @@ class DecodeBatcher:
         """Decoder calls made."""
         self.windows_decoded = 0
         self._next_stream = 0
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._order = itertools.count()
+        self._queued_s: dict[int, float] = defaultdict(float)
+        """Seconds of audio per stream in windows waiting to be decoded."""
+        self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="snac")
-        self._task = asyncio.create_task(self._run(self._queue), name="snac-batcher")
+        self._task = asyncio.create_task(self._run(self._arrived), name="snac-batcher")
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -180,11 +199,11 @@ class DecodeBatcher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._queue is not None:
-            while not self._queue.empty():
-                job = self._queue.get_nowait()
-                if not job.future.done():
-                    job.future.cancel()
+        for _, _, job in self._heap:
+            if not job.future.done():
+                job.future.cancel()
+        self._heap.clear()
+        self._queued_s.clear()
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)
@@ -197,34 +216,58 @@ class DecodeBatcher:
 
     def close_stream(self, key: int) -> None:
         self.open_streams -= 1
+        self._queued_s.pop(key, None)
 
     def submit(self, window: Window, stream: int = 0) -> asyncio.Future[NDArray[np.float32]]:
-        """Queue ``window``; the future gets the audio of its emitted frames."""
-        if self._queue is None or self._task is None:
+        """Queue ``window``; the future gets the audio of its emitted frames.
+
+        Its deadline comes from the current stream's playback clock, if any.
+        """
+        if self._arrived is None or self._task is None:
             raise RuntimeError("the decode batcher is not running")
         future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(window, future, stream))
+        audio_s = window.emit_frames * self.codec.samples_per_frame / SAMPLE_RATE_HZ
+        playback = current_playback()
+        ahead_s = self._queued_s[stream]
+        due = playback.due(ahead_s) if playback is not None else time.monotonic()
+        self._queued_s[stream] = ahead_s + audio_s
+        heapq.heappush(self._heap, (due, next(self._order), _Job(window, future, stream, due, audio_s)))
+        self._arrived.set()
         return future
 
-    async def _run(self, queue: asyncio.Queue[_Job]) -> None:
+    @property
+    def waiting(self) -> int:
+        """Windows waiting to be decoded."""
+        return sum(1 for _, _, job in self._heap if not job.future.done())
+
+    def _take(self) -> list[_Job]:
+        """The ``max_batch`` live windows due first, off the queue."""
+        jobs: list[_Job] = []
+        while self._heap and len(jobs) < self.max_batch:
+            _, _, job = heapq.heappop(self._heap)
+            if job.stream in self._queued_s:
+                self._queued_s[job.stream] = max(0.0, self._queued_s[job.stream] - job.audio_s)
+            if not job.future.done():
+                jobs.append(job)
+        return jobs
+
+    async def _run(self, arrived: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await queue.get()]
+            while not self._heap:
+                arrived.clear()
+                await arrived.wait()
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                if len({job.stream for job in batch}) >= self.open_streams:
+            while len(self._heap) < self.max_batch:
+                if len({job.stream for _, _, job in self._heap}) >= self.open_streams:
                     break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            jobs = [job for job in batch if not job.future.done()]
+                arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), remaining)
+            jobs = self._take()
             if not jobs:
                 continue
             try:
