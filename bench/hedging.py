@@ -33,6 +33,7 @@ import socket
 import statistics
 import time
 from collections.abc import AsyncIterator
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import httpx
@@ -79,7 +80,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_worker(**engine_options: Any) -> tuple[str, multiprocessing.Process]:
+def start_worker(**engine_options: Any) -> tuple[str, BaseProcess]:
     port = _free_port()
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_serve, args=(port, engine_options), daemon=True)
