@@ -38,6 +38,7 @@ import socket
 import statistics
 import time
 from collections.abc import AsyncIterator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_worker(**engine_options: Any) -> tuple[str, multiprocessing.Process]:
+def start_worker(**engine_options: Any) -> tuple[str, BaseProcess]:
     port = _free_port()
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_serve, args=(port, engine_options), daemon=True)

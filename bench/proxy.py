@@ -179,7 +179,7 @@ async def _measure(paths: dict[str, tuple[str, int | None]], levels: list[int], 
             await _batch(client, url, 20, 4)
         for level in levels:
             n = max(requests, level * 4)
-            per = {name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0} for name in paths}
+            per: dict[str, dict[str, Any]] = {name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0} for name in paths}
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
                     cpu0 = _cpu_seconds(pid) if pid is not None else 0.0

@@ -25,7 +25,7 @@ def tones(*parts: tuple[float, float], amplitude: float = 0.3) -> bytes:
     for freq, seconds in parts:
         t = np.arange(round(seconds * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
         pieces.append(np.sin(2 * np.pi * freq * t) * amplitude)
-    return (np.concatenate(pieces) * 32767).round().astype("<i2").tobytes()
+    return bytes((np.concatenate(pieces) * 32767).round().astype("<i2").tobytes())
 
 
 def decode_audio(data: bytes, fmt: str) -> tuple[np.ndarray, int]:

@@ -15,6 +15,7 @@ from orpheus_tts.protocol import (
     EosFrame,
     ErrorCode,
     ErrorFrame,
+    Frame,
     FrameDecoder,
     MetricsFrame,
     ProtocolError,
@@ -44,7 +45,7 @@ frame_st = st.one_of(
 
 @given(frames=st.lists(frame_st, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=8))
 @settings(max_examples=200, deadline=None)
-def test_round_trip_survives_any_byte_split(frames: list, cuts: list[int]) -> None:
+def test_round_trip_survives_any_byte_split(frames: list[Frame], cuts: list[int]) -> None:
     data = b"".join(encode_frame(f) for f in frames)
     points = sorted({c % (len(data) + 1) for c in cuts})
     decoder = FrameDecoder()
@@ -58,7 +59,7 @@ def test_round_trip_survives_any_byte_split(frames: list, cuts: list[int]) -> No
 
 
 @given(frames=st.lists(frame_st, max_size=6))
-def test_crlf_and_blank_lines_are_tolerated(frames: list) -> None:
+def test_crlf_and_blank_lines_are_tolerated(frames: list[Frame]) -> None:
     data = b"\r\n\r\n".join(encode_frame(f).rstrip(b"\n") for f in frames) + b"\r\n"
     assert FrameDecoder().feed(b"\n  \n" + data) == frames
 
@@ -182,7 +183,7 @@ def test_error_codes_map_to_statuses() -> None:
 
 @given(frames=st.lists(frame_st, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=8))
 @settings(max_examples=200, deadline=None)
-def test_lazy_decoder_gives_the_same_frames_and_relays_the_same_bytes(frames: list, cuts: list[int]) -> None:
+def test_lazy_decoder_gives_the_same_frames_and_relays_the_same_bytes(frames: list[Frame], cuts: list[int]) -> None:
     data = b"".join(encode_frame(f) for f in frames)
     points = sorted({c % (len(data) + 1) for c in cuts})
     decoder = FrameDecoder(lazy_audio=True)

@@ -24,7 +24,7 @@ from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.gateway.app import create_app
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.discovery import parse_target
-from orpheus_tts.protocol import EosFrame, FrameDecoder, MetricsFrame
+from orpheus_tts.protocol import EosFrame, Frame, FrameDecoder, MetricsFrame
 from orpheus_tts.worker.app import create_app as create_worker
 from orpheus_tts.worker.config import WorkerConfig
 from tests.eventually import eventually, eventually_sync
@@ -165,7 +165,7 @@ async def test_traffic_follows_dns_answers_and_removed_workers_drain(tmp_path: P
                 async with client.stream("POST", f"{gateway}/v1/tts/stream", json=slow_body) as slow:
                     # One iterator kept to the end: an abandoned one is closed when collected, cutting the stream.
                     body = slow.aiter_raw()
-                    frames = []
+                    frames: list[Frame] = []
                     while not frames:
                         frames += decoder.feed(await body.__anext__())
                     dns_server.answer("127.0.0.3", "127.0.0.4")

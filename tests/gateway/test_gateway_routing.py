@@ -24,7 +24,7 @@ from orpheus_tts.protocol import ChunkFrame, ErrorFrame
 from orpheus_tts.sdk import OrpheusTTS, StreamError
 from tests.eventually import eventually
 from tests.servers import run_cli, run_server
-from tests.streams import stream_tts
+from tests.streams import StreamResult, stream_tts
 
 TEXT = "The gateway relays every frame. It buffers nothing! Does it fail over? It does."
 WORKER_ARGS = ("worker", "--engine", "test", "--enable-test-faults", "--capacity", "8")
@@ -56,7 +56,10 @@ async def test_gateway_stream_matches_direct_worker_stream(two_workers: list[str
         relayed = await stream_tts(gw, body, headers={"X-Request-Id": "same-id"})
     assert relayed.status == direct.status == 200
     assert relayed.pcm == direct.pcm == render(TEXT, speed=1.25)
-    chunks = lambda r: [(f.seq, f.pcm) for f in r.frames if isinstance(f, ChunkFrame)]  # noqa: E731
+
+    def chunks(r: StreamResult) -> list[tuple[int, bytes]]:
+        return [(f.seq, f.pcm) for f in r.frames if isinstance(f, ChunkFrame)]
+
     assert chunks(relayed) == chunks(direct)
     assert relayed.frames[-1] == direct.frames[-1]
     assert relayed.headers["x-request-id"] == "same-id"

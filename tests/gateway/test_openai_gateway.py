@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from typing import Literal
 
 import av
 import httpx
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.asr
 
 KEY = "openai-compat-key"
 TEXT = "Please call the front desk if you need fresh towels."
+# The formats that OpenAI's client accepts: the same six as AUDIO_FORMATS.
+OpenAIFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def decode_to_pcm(data: bytes, fmt: str) -> bytes:
 
 
 @pytest.mark.parametrize("fmt", AUDIO_FORMATS)
-def test_every_response_format_says_the_words(client: openai.OpenAI, fmt: str) -> None:
+def test_every_response_format_says_the_words(client: openai.OpenAI, fmt: OpenAIFormat) -> None:
     response = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format=fmt)
     assert_says(decode_to_pcm(response.content, fmt), TEXT)
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -56,6 +56,9 @@ from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 from tests.eventually import eventually_sync
 from tests.servers import run_server
 from tests.test_encoding import DURATION_SLACK_S, decode_audio, dominant_hz
+
+# The formats that OpenAI's client accepts: the same six as AUDIO_FORMATS.
+OpenAIFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 KEY = "sk-openai-compat-test"
 TONE_HZ = 440.0
@@ -171,7 +174,7 @@ def check_audio(data: bytes, fmt: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("fmt", AUDIO_FORMATS)
-def test_openai_client_create_every_format(server: Server, fmt: str) -> None:
+def test_openai_client_create_every_format(server: Server, fmt: OpenAIFormat) -> None:
     with server.client() as client:
         response = client.audio.speech.create(model="tts-1", voice="alloy", input=TEXT, response_format=fmt)
         data = response.content
@@ -181,7 +184,7 @@ def test_openai_client_create_every_format(server: Server, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", AUDIO_FORMATS)
-def test_openai_client_streaming_response_every_format(slow_server: Server, fmt: str) -> None:
+def test_openai_client_streaming_response_every_format(slow_server: Server, fmt: OpenAIFormat) -> None:
     pieces: list[bytes] = []
     done_at_first_piece: bool | None = None
     with slow_server.client() as client:
@@ -233,7 +236,7 @@ def sse_events(response: Any) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "pcm", "opus"])
-def test_openai_client_sse_stream(slow_server: Server, fmt: str) -> None:
+def test_openai_client_sse_stream(slow_server: Server, fmt: OpenAIFormat) -> None:
     with slow_server.client() as client:
         with client.audio.speech.with_streaming_response.create(
             model="gpt-4o-mini-tts", voice="nova", input=TEXT, response_format=fmt, stream_format="sse"
@@ -458,7 +461,7 @@ def test_error_body_types_follow_openai() -> None:
     assert openai_error_body(ServiceError(ErrorCode.INTERNAL, "no"))["error"]["param"] is None
     response = openai_error_response(ServiceError(ErrorCode.OVERLOADED, "busy", retry_after_s=2.5))
     assert (response.status_code, response.headers["retry-after"]) == (503, "3")
-    assert json.loads(response.body) == {
+    assert json.loads(bytes(response.body)) == {
         "error": {"message": "busy", "type": "server_error", "param": None, "code": "overloaded"}
     }
 

@@ -74,7 +74,7 @@ def test_feed_word_by_word_then_stop_cancels(page: Any, stack: tuple[str, str]) 
     page.wait_for_function("() => window.__orpheusLive.state === 'cancelled'")
 
     def idle() -> bool:
-        return httpx.get(worker + "/v1/system").json()["inflight"] == 0
+        return bool(httpx.get(worker + "/v1/system").json()["inflight"] == 0)
 
     assert eventually_sync(idle), "the worker's engine work stopped"
     assert live(page)["audioAfterCancel"] == 0

@@ -16,6 +16,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -150,6 +151,11 @@ async def test_twenty_requests_on_two_gateways_admit_exactly_the_limit(
             assert [await streams.open(client, b), await streams.open(client, a)] == [200, 200]
 
 
+def _leases(db: redis.Redis) -> list[tuple[bytes, float]]:
+    """The stream leases in the store: (member, expiry score)."""
+    return cast(list[tuple[bytes, float]], db.zrange(STREAMS, 0, -1, withscores=True))
+
+
 async def test_a_killed_gateway_frees_its_slots_within_the_lease_time(store: str, worker: str, keys_file: Path) -> None:
     db = redis.Redis.from_url(store)
     with gateway_process(worker, store, keys_file) as (b, _):
@@ -157,9 +163,9 @@ async def test_a_killed_gateway_frees_its_slots_within_the_lease_time(store: str
             with gateway_process(worker, store, keys_file) as (a, proc):
                 assert [await streams.open(client, a) for _ in range(LIMIT)] == [200] * LIMIT
                 # While the streams run, their leases are renewed: the expiry moves forward.
-                first = {m: s for m, s in db.zrange(STREAMS, 0, -1, withscores=True)}
+                first = dict(_leases(db))
                 assert await eventually(
-                    lambda: all(s > first[m] for m, s in db.zrange(STREAMS, 0, -1, withscores=True)),
+                    lambda: all(s > first[m] for m, s in _leases(db)),
                     within_s=LEASE_S * 3,
                 )
                 os.killpg(proc.pid, signal.SIGKILL)  # mid-stream: no release, no more renewals

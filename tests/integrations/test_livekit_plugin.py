@@ -223,8 +223,8 @@ class CapturingAudioOutput(AudioOutput):
         self._position_s = 0.0
 
 
-async def start_session(plugin: TTS, sink: CapturingAudioOutput) -> AgentSession:
-    session: AgentSession = AgentSession(tts=plugin)
+async def start_session(plugin: TTS, sink: CapturingAudioOutput) -> AgentSession[None]:
+    session: AgentSession[None] = AgentSession(tts=plugin)
     session.output.audio = sink
     await session.start(agent=Agent(instructions="Read aloud."), record=False)
     return session

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("pipecat", reason="pipecat-ai is not installed: pip install '.[pipecat]'")
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -78,7 +79,7 @@ def test_generation_parameters_and_service_options_are_told_apart() -> None:
 REPLY = "Of course. Your order will arrive tomorrow morning, and the courier will call you first."
 
 
-def audio_of(frames: list[Frame], rate: int) -> bytes:
+def audio_of(frames: Sequence[Frame], rate: int) -> bytes:
     audio = [f for f in frames if isinstance(f, TTSAudioRawFrame)]
     assert audio, f"no audio among {[type(f).__name__ for f in frames]}"
     assert {(f.sample_rate, f.num_channels) for f in audio} == {(rate, 1)}

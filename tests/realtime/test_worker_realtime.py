@@ -117,7 +117,8 @@ async def test_cancel_stops_at_once_and_leaves_the_other_context_alone() -> None
 
 async def _error_for(c: Any, **message: Any) -> dict[str, Any]:
     await c.send(**message)
-    return await c.until_type("error")
+    error: dict[str, Any] = await c.until_type("error")
+    return error
 
 
 @pytest.mark.parametrize(

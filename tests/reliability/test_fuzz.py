@@ -133,7 +133,9 @@ def test_an_overlong_line_fails_before_the_buffer_outgrows_the_limit_by_one_piec
 
 @given(limit=st.integers(40, 2000))
 def test_a_line_of_exactly_the_limit_is_accepted_and_one_more_byte_is_not(limit: int) -> None:
-    frame_of = lambda size: b'{"type":"metrics","pad":"' + b"x" * (size - 27) + b'"}'  # noqa: E731
+    def frame_of(size: int) -> bytes:
+        return b'{"type":"metrics","pad":"' + b"x" * (size - 27) + b'"}'
+
     exact = frame_of(limit)
     assert len(exact) == limit
     assert FrameDecoder(max_line_bytes=limit).feed(exact + b"\n") == [MetricsFrame({"pad": "x" * (limit - 27)})]

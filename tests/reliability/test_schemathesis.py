@@ -9,9 +9,15 @@ number of each. A 5xx must be one the protocol documents for a valid request
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
+
+if TYPE_CHECKING:
+    from schemathesis.generation.case import Case
+    from schemathesis.generation.modes import GenerationMode
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -21,7 +27,7 @@ EXAMPLES = 40
 """Per operation and mode: six runs of this finish in a few seconds."""
 
 
-def _schemathesis_run(url: str, path: str, mode: schemathesis.GenerationMode, examples: int) -> dict[int, int]:
+def _schemathesis_run(url: str, path: str, mode: GenerationMode, examples: int) -> dict[int, int]:
     """Drive one operation with schemathesis-generated cases; returns the status counts seen."""
     raw = httpx.get(f"{url}/openapi.json", timeout=REQUEST_TIMEOUT_S).json()
     operation = schemathesis.openapi.from_dict(raw)[path]["POST"]
@@ -29,7 +35,7 @@ def _schemathesis_run(url: str, path: str, mode: schemathesis.GenerationMode, ex
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
-    def run(case: schemathesis.Case) -> None:
+    def run(case: Case[Any]) -> None:
         response = case.call(base_url=url, timeout=REQUEST_TIMEOUT_S)  # a hang raises a timeout
         status = response.status_code
         seen[status] = seen.get(status, 0) + 1
@@ -47,7 +53,7 @@ def _schemathesis_run(url: str, path: str, mode: schemathesis.GenerationMode, ex
 )
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
 def test_schemathesis_finds_no_server_error(
-    fuzz_servers: dict[str, str], target: str, path: str, mode: schemathesis.GenerationMode
+    fuzz_servers: dict[str, str], target: str, path: str, mode: GenerationMode
 ) -> None:
     seen = _schemathesis_run(fuzz_servers[target], path, mode, examples=EXAMPLES)
     print(f"schemathesis {mode.value} {target} {path}: {seen}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ async def eventually(condition: Callable[[], bool], within_s: float = SERVER_SEE
     return condition()
 
 
-async def timed(tts: OrpheusTTS, text: str, **params: object) -> tuple[float, bytes]:
+async def timed(tts: OrpheusTTS, text: str, **params: Any) -> tuple[float, bytes]:
     """(seconds to the first chunk, all the audio)."""
     started = time.monotonic()
     first: float | None = None
@@ -57,7 +58,7 @@ async def test_hedging_hides_a_slow_first_byte() -> None:
     fast = CountingToneEngine()
     with run_server(create_app(slow)) as slow_url, run_server(create_app(fast)) as fast_url:
         async with OrpheusTTS([slow_url, fast_url], hedge_ttfb_ms=300) as tts:
-            results = []
+            results: list[tuple[str, tuple[float, bytes]]] = []
             for round_ in range(3):
                 texts = [f"Round {round_}, voice {i}. Hello there." for i in range(3)]
                 # Concurrent streams spread over both endpoints (in-flight counts enter the score).

@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -363,7 +364,9 @@ async def test_a_stream_far_ahead_of_its_listener_does_not_count_against_the_cap
     scheduler = _scheduler(clock, slots=1, max_queue=1, target_utilization=1.0, rtf_window_pieces=1)
     await _make_piece(scheduler, clock, 0.5, 1.0)
     deadline = time.monotonic() + 60
-    ahead, near = await scheduler.admit(deadline), await scheduler.admit(deadline)
+    # The deadline scheduler's admissions carry a playback clock the test sets directly.
+    ahead: Any = await scheduler.admit(deadline)
+    near: Any = await scheduler.admit(deadline)
     queued = asyncio.ensure_future(scheduler.admit(deadline))
     assert await eventually(lambda: scheduler.waiting == 1)
     near.playback = FixedPlayback(clock.now + 1.0)  # needs audio soon: counts

@@ -85,7 +85,7 @@ async def test_a_stream_close_to_running_dry_is_served_before_one_far_ahead() ->
         long = await _start_long(url, engine)
         result = await asyncio.wait_for(stream_tts(url, slow), 30)
         assert result.status == 200
-        mine = _pieces_of(engine, slow["text"])
+        mine = _pieces_of(engine, str(slow["text"]))
         assert len(mine) >= 10
         interleaved = [p.index for p in list(engine.journal)[mine[1] : mine[-1]] if p.text == LONG]
         await _stop(long)

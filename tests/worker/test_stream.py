@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -105,7 +106,7 @@ async def test_text_and_body_limits() -> None:
             too_long = await client.post(f"{url}/v1/tts/stream", json={"text": "a" * 51})
             too_big = await client.post(f"{url}/v1/tts/stream", json={"text": "hi", "pad": "x" * 5000})
 
-            async def chunked():  # no content-length: the cap must hold while reading
+            async def chunked() -> AsyncIterator[bytes]:  # no content-length: the cap must hold while reading
                 yield b'{"text": "hi", "pad": "'
                 for _ in range(10):
                     yield b"x" * 1000
@@ -280,7 +281,7 @@ class _TaggedEngine(ToneEngine):
     def counters(self) -> dict[str, int]:
         return {"requests_seen": self.seen, "resynced": 0}
 
-    async def synthesize(self, text: str, voice: str, params: dict[str, object]):  # type: ignore[override]
+    async def synthesize(self, text: str, voice: str, params: dict[str, object]) -> AsyncIterator[bytes]:  # type: ignore[override]
         from orpheus_tts.engines.base import InvalidParameterError
 
         self.seen += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from orpheus_tts.engines.testing import ToneEngine, render
@@ -15,7 +17,7 @@ from tests.streams import stream_tts
 TEXT = "Hello world from Orpheus. This is the second sentence!"
 
 
-def _words(frames: list[object]) -> list[dict[str, object]]:
+def _words(frames: Sequence[object]) -> list[dict[str, object]]:
     return [w for f in frames if isinstance(f, WordsFrame) for w in f.words]
 
 

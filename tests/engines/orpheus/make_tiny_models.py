@@ -100,7 +100,8 @@ def build_tokenizer(out: Path) -> None:
         pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B",
         special_tokens=[(BOS_TOKEN, SPECIAL_BASE)],
     )
-    fast = PreTrainedTokenizerFast(
+    # transformers leaves the tokenizer's __init__ unannotated (*args, **kwargs).
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         bos_token=BOS_TOKEN,
         eos_token=EOT_TOKEN,
@@ -144,7 +145,9 @@ def build_llama(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    # LlamaConfig's dataclass signature omits the rope_theta/rope_scaling keywords that its
+    # __post_init__(**kwargs) still accepts.
+    config = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=ORPHEUS_VOCAB_SIZE,
         **(shape or TINY_LLAMA),
         max_position_embeddings=131_072,
@@ -234,7 +237,8 @@ def _gguf_vocab(model_dir: Path, vocab_size: int) -> tuple[list[str], list[int]]
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
     decoder = tokenizer.added_tokens_decoder
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []
     for i in range(vocab_size):
         if i not in reverse:
             tokens.append(f"[PAD{i}]")
@@ -358,7 +362,9 @@ def build_scripted_llama(out: Path, frames: list[tuple[int, ...]], loop: bool = 
     if len(chain) > hidden:
         raise ValueError(f"at most {(hidden - 3) // 7} frames fit a scripted model of width {hidden}")
     torch.manual_seed(0)
-    config = LlamaConfig(
+    # LlamaConfig's dataclass signature omits the rope_theta/rope_scaling keywords that its
+    # __post_init__(**kwargs) still accepts.
+    config = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=ORPHEUS_VOCAB_SIZE,
         **SCRIPTED_LLAMA,
         max_position_embeddings=131_072,

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from orpheus_tts.engines.orpheus.seams import DEFAULT_CROSSFADE_S
 SEAM_SAMPLES = round(DEFAULT_CROSSFADE_S * 24_000)
 
 
-def tiny_engine(models: tuple[Path, Path], **options: object) -> OrpheusEngine:
+def tiny_engine(models: tuple[Path, Path], **options: Any) -> OrpheusEngine:
     llm, snac = models
     return create_orpheus_engine(
         backend="transformers",
