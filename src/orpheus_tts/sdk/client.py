@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
-from orpheus_tts.protocol import ChunkFrame, EosFrame, ErrorCode, ErrorFrame, error_body
+from orpheus_tts.protocol import ErrorCode, ErrorFrame, error_body
 from orpheus_tts.routing import (
     BrokenStreamError,
     EndpointSnapshot,
@@ -110,43 +110,28 @@ class OrpheusTTS:
         complete or raises; audio is never silently cut short, and nothing is
         retried once a chunk was yielded.
         """
-        self._bind_loop()
-        if not isinstance(text, str):
-            raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
-        body: dict[str, Any] = {"text": text, "voice": voice, **params}
-        try:
-            routed = await self._router.open(body, self._headers)
-        except RoutingError as exc:
-            raise _translate(exc) from exc
-        try:
-            while True:
-                try:
-                    frames = await routed.next_frames()
-                except RoutingError as exc:
-                    raise _translate(exc) from exc
-                for frame in frames:
-                    if isinstance(frame, ChunkFrame):
-                        if frame.pcm:
-                            yield frame.pcm
-                    elif isinstance(frame, EosFrame):
-                        return
-                    elif isinstance(frame, ErrorFrame):
-                        raise _from_error_frame(frame)
-        finally:
-            await routed.aclose()
+        async with contextlib.aclosing(self._v1_events(text, voice, params)) as events:
+            async for event in events:
+                if isinstance(event, _events.Audio):
+                    yield event.data
 
     async def stream_events(
         self, text: str, voice: str | None = None, *, timestamps: bool = False, **params: Any
     ) -> AsyncIterator[_events.Event]:
         """Like :meth:`stream`, but yields typed events: ``Audio``, ``Words`` (``timestamps=True``), ``Metrics``."""
+        if timestamps:
+            params = {**params, "timestamps": True}
+        async with contextlib.aclosing(self._v1_events(text, voice, params)) as events:
+            async for event in events:
+                yield event
+
+    def _v1_events(self, text: str, voice: str | None, params: dict[str, Any]) -> AsyncGenerator[_events.Event, None]:
+        """One v1 stream's events; the stream is closed when the iterator is (``aclosing``)."""
         self._bind_loop()
         if not isinstance(text, str):
             raise InvalidRequestError(f"text must be a string, got {type(text).__name__}")
         body: dict[str, Any] = {"text": text, "voice": voice, **params}
-        if timestamps:
-            body["timestamps"] = True
-        async for event in _events.v1_events(self._router, self._headers, body):
-            yield event
+        return _events.v1_events(self._router, self._headers, body)
 
     def realtime(
         self,

@@ -13,7 +13,7 @@ that also want word timings (captions, lip sync) and the server's metrics::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,7 @@ def words_of(raw: Any) -> tuple[Word, ...]:
     return tuple(Word(str(w["word"]), float(w["start_s"]), float(w["end_s"])) for w in raw)
 
 
-async def v1_events(router: Router, headers: Mapping[str, str], body: dict[str, Any]) -> AsyncIterator[Event]:
+async def v1_events(router: Router, headers: Mapping[str, str], body: dict[str, Any]) -> AsyncGenerator[Event, None]:
     """The events of one v1 stream; errors are translated as ``stream()`` translates them."""
     from orpheus_tts.sdk.client import _from_error_frame, _translate
 
