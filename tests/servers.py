@@ -11,7 +11,24 @@ from collections.abc import Iterator
 
 from orpheus_tts.serving.local import STARTUP_TIMEOUT_S, ThreadedServer, free_port, run_server, wait_ready
 
-__all__ = ["STARTUP_TIMEOUT_S", "ThreadedServer", "free_port", "run_cli", "run_server", "wait_ready"]
+__all__ = ["STARTUP_TIMEOUT_S", "ThreadedServer", "free_port", "run_cli", "run_server", "stop_group", "wait_ready"]
+
+STOP_GRACE_S = 20.0
+"""How long a stopped server may take to exit after SIGTERM before it is killed."""
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """End a server started in its own session: SIGTERM to its process group, SIGKILL after the grace."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -34,13 +51,6 @@ def run_cli(
             wait_ready(url, proc=proc)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
         if proc.stdout is not None:
             proc.stdout.close()

@@ -11,7 +11,6 @@ import contextlib
 import os
 import resource
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orpheus_tts.serving.local import LOOPBACK, free_port, wait_ready
+from tests.servers import stop_group
 
 __all__ = [
     "Held",
@@ -219,12 +219,5 @@ def cli_server(
         wait_ready(url, proc=proc)
         yield url, port, proc
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
         output.close()

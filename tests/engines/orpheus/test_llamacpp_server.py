@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +41,7 @@ from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
 from tests.engines.orpheus.conftest import ScriptedModel
 from tests.eventually import eventually_sync
-from tests.servers import free_port, run_server
+from tests.servers import free_port, run_server, stop_group
 from tests.streams import stream_tts
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
@@ -75,13 +73,7 @@ def llama_server(gguf: Path, *extra: str) -> Iterator[str]:
             assert eventually_sync(ready, within_s=SERVER_START_S), "llama_cpp.server did not start"
             yield url
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
 
 
 @pytest.fixture(scope="module")
