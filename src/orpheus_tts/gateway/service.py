@@ -84,7 +84,8 @@ class UpstreamStream:
                     yield [self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)]
                     return
                 except DeadlinePassed:
-                    if time.monotonic() < self.deadline:
+                    # Which bound applied, not the clock now: a timer may fire a little early.
+                    if stall_at < self.deadline:
                         await self.routed.fail()
                         yield [
                             self._end(

@@ -94,10 +94,13 @@ async def test_one_segment_gives_exactly_2048_samples_per_frame(engine: OrpheusE
     assert counters["length_capped"] == 1
 
 
-async def test_seeded_requests_repeat_exactly(engine: OrpheusEngine) -> None:
-    first = b"".join(await speak(engine, "Again.", max_tokens=35, seed=9))
-    second = b"".join(await speak(engine, "Again.", max_tokens=35, seed=9))
-    assert first == second
+async def test_seeded_requests_repeat(engine: OrpheusEngine) -> None:
+    """The same seed samples the same tokens, so the same frames; the streamed decode's windows follow
+    timing, so the PCM agrees within 1 LSB rather than bit for bit (offline equality: ``test_scripted``)."""
+    first = np.frombuffer(b"".join(await speak(engine, "Again.", max_tokens=35, seed=9)), dtype="<i2")
+    second = np.frombuffer(b"".join(await speak(engine, "Again.", max_tokens=35, seed=9)), dtype="<i2")
+    assert first.size == second.size > 0
+    assert int(np.abs(first.astype(np.int32) - second.astype(np.int32)).max()) <= 1
 
 
 async def test_segments_are_joined_with_one_crossfade_per_seam(engine: OrpheusEngine) -> None:
