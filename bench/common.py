@@ -1,12 +1,17 @@
-"""Small helpers shared by the benchmarks: results files, percentiles, plots."""
+"""Small helpers shared by the benchmarks: results files, percentiles, plots, server processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +84,27 @@ def save_figure(fig: Any, name: str) -> Path:
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
     return path
+
+
+@contextlib.contextmanager
+def orpheus_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``orpheus-tts ARGS`` on a free loopback port, in its own session; yields (base URL, process)."""
+    from orpheus_tts.serving.local import LOOPBACK, free_port, wait_ready
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", LOOPBACK, "--port", str(port)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_ready(url, proc=proc)
+        yield url, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (from ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

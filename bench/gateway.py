@@ -13,45 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from bench.common import machine, percentile, pyplot, save_figure, write_json
+from bench.common import cpu_seconds, machine, orpheus_process, percentile, pyplot, save_figure, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder
-from orpheus_tts.serving.local import free_port, wait_ready
 
 TEXT = "Benchmark sentence for the gateway."
 TARGET_TTFB_RATIO = 1.10
 TARGET_TTFB_SLACK_MS = 2.0
 TARGET_THROUGHPUT_RATIO = 0.9
-
-
-@contextlib.contextmanager
-def _process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc=proc)
-        yield url, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _one(client: httpx.AsyncClient, url: str) -> float:
@@ -99,12 +73,12 @@ async def _measure(
             }
             for _ in range(rounds):
                 for name, url in (("direct", direct), ("gateway", via)):
-                    cpu0 = _cpu_seconds(gateway_pid)
+                    cpu0 = cpu_seconds(gateway_pid)
                     batch = await _batch(client, url, n, level)
                     per[name]["ttfb_s"] += batch["ttfb_s"]
                     per[name]["wall_s"] += batch["wall_s"]
                     if name == "gateway":
-                        per[name]["cpu_s"] += _cpu_seconds(gateway_pid) - cpu0
+                        per[name]["cpu_s"] += cpu_seconds(gateway_pid) - cpu0
             row: dict[str, Any] = {"requests": n * rounds}
             for name, data in per.items():
                 ttfb_ms = [t * 1000 for t in data["ttfb_s"]]
@@ -170,7 +144,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per path and level")
     args = parser.parse_args()
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
-    with _process(*worker_args) as (worker, _), _process("gateway", "--worker", worker) as (gw, gw_proc):
+    with orpheus_process(*worker_args) as (worker, _), orpheus_process("gateway", "--worker", worker) as (gw, gw_proc):
         results = asyncio.run(_measure(worker, gw, gw_proc.pid, args.concurrency, args.requests, args.rounds))
     write_json(
         "gateway",

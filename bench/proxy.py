@@ -47,7 +47,7 @@ import httpx
 import psutil
 
 from bench import common
-from bench.common import machine, percentile, pyplot, save_figure, write_json
+from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
 from orpheus_tts.serving.local import free_port, wait_ready
 
@@ -88,20 +88,6 @@ http {{
     }}
 }}
 """
-
-
-@contextlib.contextmanager
-def _orpheus(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc=proc)
-        yield url, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def nginx_binary() -> str | None:
@@ -342,12 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
     with contextlib.ExitStack() as stack:
-        worker, _ = stack.enter_context(_orpheus(*worker_args))
+        worker, _ = stack.enter_context(orpheus_process(*worker_args))
         paths: dict[str, tuple[str, int | None]] = {"direct": (worker, None)}
         if binary is not None:
             url, proc = stack.enter_context(_nginx(binary, worker))
             paths["nginx"] = (url, proc.pid)
-        url, gw_proc = stack.enter_context(_orpheus("gateway", "--worker", worker))
+        url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))
         profile = _profile(url, gw_proc.pid, args.profile_s) if args.profile else None

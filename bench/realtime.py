@@ -81,7 +81,7 @@ def playback_gaps(arrivals: list[tuple[float, float]]) -> tuple[float, int]:
 
 @contextlib.contextmanager
 def stack(engine: str, workers: int, capacity: int | None) -> Iterator[str]:
-    from bench.gateway import _process
+    from bench.common import orpheus_process
     from orpheus_tts.gateway.app import create_app
     from orpheus_tts.gateway.config import GatewayConfig
     from orpheus_tts.serving.local import run_server
@@ -90,7 +90,7 @@ def stack(engine: str, workers: int, capacity: int | None) -> Iterator[str]:
     if engine == "test":
         args.append("--enable-test-faults")
     with contextlib.ExitStack() as es:
-        urls = [es.enter_context(_process(*args))[0] for _ in range(workers)]
+        urls = [es.enter_context(orpheus_process(*args))[0] for _ in range(workers)]
         gateway = es.enter_context(run_server(create_app(GatewayConfig(workers=tuple(urls), probe_interval_s=0.5))))
         yield gateway
 

@@ -41,7 +41,7 @@ from tests.security.attacks import (
     still_open,
 )
 
-from bench.common import machine, percentile, write_json
+from bench.common import cpu_seconds, machine, percentile, write_json
 from orpheus_tts.serving.local import LOOPBACK, free_port, wait_ready
 from orpheus_tts.serving.settings import (
     DEFAULT_BODY_IDLE_TIMEOUT_S,
@@ -198,12 +198,6 @@ def _protocol_server(protocol: str) -> Iterator[tuple[str, int]]:
         proc.wait(timeout=30)
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _load(url: str, requests: int, concurrency: int, stream: bool) -> None:
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -228,9 +222,9 @@ def cpu_costs(requests: int, rounds: int) -> dict[str, Any]:
             with _protocol_server(protocol) as (url, pid):
                 asyncio.run(_load(url, 50, 8, stream=True))  # warm up
                 for kind, count in (("healthz", requests), ("stream", requests // 4)):
-                    before = _cpu_seconds(pid)
+                    before = cpu_seconds(pid)
                     asyncio.run(_load(url, count, 16, stream=kind == "stream"))
-                    samples[protocol][kind].append((_cpu_seconds(pid) - before) / count * 1e6)
+                    samples[protocol][kind].append((cpu_seconds(pid) - before) / count * 1e6)
     return {
         "requests_per_round": {"healthz": requests, "stream": requests // 4},
         "rounds": rounds,
