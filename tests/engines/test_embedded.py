@@ -170,6 +170,20 @@ async def test_the_first_clause_comes_first_alone_and_the_text_is_still_heard(en
     assert_says(b"".join(chunks), CLAUSE_TEXT, max_wer=0.1)
 
 
+@pytest.mark.asr
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sure, I can help you with that. Your order left on Monday.",
+        "Well, the museum opens at nine and closes at six.",
+    ],
+)
+async def test_a_one_word_opening_comes_first_alone_and_the_text_is_still_heard(engine: PiperEngine, text: str) -> None:
+    chunks = await _collect(engine.synthesize(text, VOICE_ID, {"seed": 3}))
+    assert _seconds(chunks[0]) < 0.35 * _seconds(chunks[0] + chunks[1]), "the opening word alone"
+    assert_says(b"".join(chunks), text, max_wer=0.1)
+
+
 async def test_a_clause_cut_gets_a_short_pause_and_a_sentence_end_the_full_one(engine: PiperEngine) -> None:
     tight = await _pcm(engine, CLAUSE_TEXT, seed=5, sentence_silence_s=0.0)
     loose = await _pcm(engine, CLAUSE_TEXT, seed=5, sentence_silence_s=0.5)
@@ -211,6 +225,35 @@ async def test_seeded_audio_does_not_depend_on_thread_counts(engine: PiperEngine
         assert await _pcm(other, PARAGRAPH, seed=11) == await _pcm(engine, PARAGRAPH, seed=11)
     finally:
         await other.close()
+
+
+async def test_a_run_beside_another_is_single_threaded_and_sounds_the_same(engine: PiperEngine) -> None:
+    model = engine._model
+    assert model is not None
+    assert model.narrow is not None
+    used: list[tuple[str, int]] = []
+    for name in ("session", "narrow"):
+        real = getattr(model, name)
+
+        class Spy:
+            def __init__(self, real: Any, name: str, model: Any) -> None:
+                self._real, self._name, self._model = real, name, model
+
+            def run(self, *args: Any) -> Any:
+                used.append((self._name, self._model.running))
+                return self._real.run(*args)
+
+        setattr(model, name, Spy(real, name, model))
+    try:
+        alone = await _pcm(engine, PARAGRAPH, seed=5)
+        assert {n for n, _ in used} == {"session"}
+        used.clear()
+        together = await asyncio.gather(*(_pcm(engine, PARAGRAPH, seed=5) for _ in range(2)))
+    finally:
+        model.session, model.narrow = model.session._real, model.narrow._real
+    assert together == [alone, alone]
+    assert ("narrow", 2) in used  # a run that started while the other ran went single-threaded
+    assert all(n == "session" for n, running in used if running == 1)
 
 
 async def test_compatibility_parameters_are_accepted_and_change_nothing(engine: PiperEngine) -> None:

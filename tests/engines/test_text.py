@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orpheus_tts.engines.text import DEFAULT_MAX_SEGMENT_CHARS, ends_sentence, split_segments
+from orpheus_tts.engines.text import (
+    DEFAULT_FIRST_CLAUSE_MIN_WORDS,
+    DEFAULT_MAX_SEGMENT_CHARS,
+    FIRST_CLAUSE_MIN_REST_WORDS,
+    ends_sentence,
+    split_segments,
+)
 
 
 def test_splits_at_sentence_ends() -> None:
@@ -124,6 +130,23 @@ def test_a_first_clause_too_short_on_either_side_is_not_cut() -> None:
         split_segments("Some text.", first_clause_min_words=0)
 
 
+def test_by_default_a_one_word_opening_is_cut_off_but_never_leaves_a_fragment() -> None:
+    assert split_segments(
+        "Sure, I can help you with that. Bye.", first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS
+    ) == [
+        "Sure,",
+        "I can help you with that.",
+        "Bye.",
+    ]
+    assert split_segments("Yes, of course.", first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS) == [
+        "Yes, of course."
+    ]
+    assert split_segments("Sure: 3.50 dollars, paid today.", first_clause_min_words=1) == [
+        "Sure:",
+        "3.50 dollars, paid today.",
+    ]
+
+
 def test_ends_sentence_tells_sentence_ends_from_clause_cuts() -> None:
     assert ends_sentence("The sun rose.")
     assert ends_sentence('He said "stop."')
@@ -142,4 +165,4 @@ def test_a_first_clause_cut_loses_nothing_and_only_falls_at_a_clause(text: str, 
     if len(cut) > len(plain):
         assert cut[0][-1] in ",;:—–\"'”’)]", "cut only at a clause boundary"
         assert len(cut[0].split()) >= min_words
-        assert len(cut[1].split()) >= min_words
+        assert len(cut[1].split()) >= max(min_words, FIRST_CLAUSE_MIN_REST_WORDS)

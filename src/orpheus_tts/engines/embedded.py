@@ -30,14 +30,15 @@ silences between sentences, from the stream's first sample.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,34 @@ class _Model:
     voice: Any
     """``piper.PiperVoice``: phonemizer and config (its session is ours, with noise inputs)."""
     session: Any
-    """``onnxruntime.InferenceSession`` of the patched graph."""
+    """``onnxruntime.InferenceSession`` of the patched graph, ``intra_op_threads`` threads per run."""
     noise_inputs: tuple[str, ...]
     """Graph inputs that replace the model's random-noise generators."""
     has_durations: bool = False
     """Whether the graph's second output is the phoneme-duration tensor (frames per phoneme id)."""
+    narrow: Any = None
+    """The same graph with one thread per run, for runs that start while another is running (or ``None``)."""
+    running: int = 0
+    """Runs in progress (changed under :attr:`lock`)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def session_for_run(self) -> Iterator[Any]:
+        """The session a run that starts now should use.
+
+        Alone, a run gets every intra-op thread (one segment is then fastest);
+        with another run in progress it runs single-threaded beside it, since
+        two runs each spreading over all cores fight over them (``bench.engine``
+        measures both; ``docs/scheduling.md`` quotes it).
+        """
+        with self.lock:
+            session = self.narrow if self.running and self.narrow is not None else self.session
+            self.running += 1
+        try:
+            yield session
+        finally:
+            with self.lock:
+                self.running -= 1
 
 
 @dataclass(frozen=True)
@@ -170,7 +194,10 @@ class PiperEngine:
         model_path: str | Path | None = None,
         config_path: str | Path | None = None,
         first_clause_min_words: int | None = DEFAULT_FIRST_CLAUSE_MIN_WORDS,
+        adaptive_threads: bool = True,
     ) -> None:
+        self.adaptive_threads = adaptive_threads
+        """A run that starts beside another uses one intra-op thread (see :meth:`_Model.session_for_run`)."""
         self.first_clause_min_words = first_clause_min_words
         """Cut the first sentence after its first clause of this many words (``None``: never)."""
         self.capacity = _default_capacity() if capacity is None else capacity
@@ -293,15 +320,14 @@ class PiperEngine:
             with open(config_path, encoding="utf-8") as f:
                 config = PiperConfig.from_dict(json.load(f))
             graph, noise_inputs, has_durations = _seedable_graph(model_path)
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = self.intra_op_threads
-            options.inter_op_num_threads = 1
-            session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            session = _session(onnxruntime, graph, self.intra_op_threads)
+            adaptive = self.adaptive_threads and self.intra_op_threads > 1 and self.capacity > 1
+            narrow = _session(onnxruntime, graph, 1) if adaptive else None
         except EngineError:
             raise
         except Exception as exc:
             raise EngineError(f"cannot load the Piper voice from {model_path}: {exc}") from exc
-        return _Model(PiperVoice(session=session, config=config), session, noise_inputs, has_durations)
+        return _Model(PiperVoice(session=session, config=config), session, noise_inputs, has_durations, narrow)
 
     def _voice_files(self) -> tuple[Path, Path]:
         if self._model_path is not None:
@@ -385,11 +411,20 @@ class PiperEngine:
         }
         for name in model.noise_inputs:
             inputs[name] = rng.standard_normal(values, dtype=np.float32)
-        outputs = model.session.run(None, inputs)
+        with model.session_for_run() as session:
+            outputs = session.run(None, inputs)
         audio = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
         if not model.has_durations or len(outputs) < 2:
             return audio, None
         return audio, np.asarray(outputs[1]).reshape(-1).astype(np.int64)
+
+
+def _session(onnxruntime: Any, graph: bytes, threads: int) -> Any:
+    """An inference session of ``graph`` whose runs use ``threads`` intra-op threads."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def _word_phonemes(model: _Model, word: str) -> list[str]:

@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_FIRST_CLAUSE_MIN_WORDS", "DEFAULT_MAX_SEGMENT_CHARS", "ends_sentence", "split_segments"]
+__all__ = [
+    "DEFAULT_FIRST_CLAUSE_MIN_WORDS",
+    "DEFAULT_MAX_SEGMENT_CHARS",
+    "FIRST_CLAUSE_MIN_REST_WORDS",
+    "ends_sentence",
+    "split_segments",
+]
 
 DEFAULT_MAX_SEGMENT_CHARS = 300
 """A sentence longer than this is split at clause boundaries, then at spaces."""
-DEFAULT_FIRST_CLAUSE_MIN_WORDS = 3
-"""A first clause cut off for a fast first audio has at least this many words, and so has the rest."""
+DEFAULT_FIRST_CLAUSE_MIN_WORDS = 1
+"""A first clause cut off for a fast first audio has at least this many words.
+
+One word is enough: an opening such as "Sure," or "Well," is followed by a
+pause a speaker makes anyway, and saying it alone takes a third of the time
+of its sentence (the offline recognizer hears such texts as well cut as
+whole, ``tests/engines/test_embedded.py``)."""
+FIRST_CLAUSE_MIN_REST_WORDS = 3
+"""The rest of a sentence whose first clause is cut off has at least this many words (and no fewer than
+the clause's own minimum), so the cut never leaves a fragment."""
 
 # A sentence ends at . ! ? … (and closing quotes/brackets after them) followed by
 # whitespace, unless the dot belongs to a common abbreviation or an initial.
@@ -57,7 +71,8 @@ def split_segments(
     Paragraph breaks and sentence ends always split; an over-long sentence is
     split at commas, semicolons and dashes, and as a last resort at spaces.
     With ``first_clause_min_words``, the first segment is also cut at its
-    first clause boundary that leaves at least that many words on each side.
+    first clause boundary with at least that many words before it and at
+    least that many (and :data:`FIRST_CLAUSE_MIN_REST_WORDS`) after it.
     No text is dropped: joining the segments with spaces gives the words back.
     """
     if max_chars < 1:
@@ -81,11 +96,12 @@ def ends_sentence(segment: str) -> bool:
 
 
 def _first_clause(segment: str, min_words: int) -> list[str]:
-    """``segment`` cut after its first clause of at least ``min_words`` words, if the rest has as many."""
+    """``segment`` cut after its first clause of at least ``min_words`` words, if the rest is long enough."""
+    rest_words = max(min_words, FIRST_CLAUSE_MIN_REST_WORDS)
     for match in _CLAUSE_END.finditer(segment):
         head, tail = segment[: match.end(1)], segment[match.end() :]
         if len(head.split()) >= min_words:
-            return [head, tail] if len(tail.split()) >= min_words else [segment]
+            return [head, tail] if len(tail.split()) >= rest_words else [segment]
     return [segment]
 
 
