@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import machine, pyplot, save_figure, summary, write_json
@@ -59,22 +60,32 @@ async def _segment(engine: PiperEngine, text: str) -> tuple[float, float]:
     return time.perf_counter() - started, len(pcm) / (SAMPLE_WIDTH_BYTES * SAMPLE_RATE_HZ)
 
 
-async def _pass(engine: PiperEngine, segments: list[str], at_once: int) -> dict[str, float]:
-    """Every segment once, ``at_once`` at a time: wall, CPU and audio seconds, and each segment's time."""
+@dataclass
+class Pass:
+    """Every segment once: wall, CPU and audio seconds, and each segment's own time."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    audio_s: float = 0.0
+    times: dict[str, float] = field(default_factory=dict)
+
+
+async def _pass(engine: PiperEngine, segments: list[str], at_once: int) -> Pass:
+    """Every segment once, ``at_once`` at a time."""
     queue = list(segments)
-    times: list[float] = []
-    audio = 0.0
+    result = Pass()
 
     async def lane() -> None:
-        nonlocal audio
         while queue:
-            wall, seconds = await _segment(engine, queue.pop(0))
-            times.append(wall)
-            audio += seconds
+            segment = queue.pop(0)
+            wall, seconds = await _segment(engine, segment)
+            result.times[segment] = wall
+            result.audio_s += seconds
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(at_once)))
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0, "audio_s": audio, "times": times}
+    result.wall_s, result.cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+    return result
 
 
 async def measure(rounds: int) -> dict[str, Any]:
@@ -90,7 +101,7 @@ async def measure(rounds: int) -> dict[str, Any]:
     try:
         for engine in engines.values():  # warm up
             await _pass(engine, segments[:2], 2)
-        runs: dict[str, dict[str, list[dict[str, float]]]] = {p: {m: [] for m in MODES} for p in POLICIES}
+        runs: dict[str, dict[str, list[Pass]]] = {p: {m: [] for m in MODES} for p in POLICIES}
         for _ in range(rounds):
             for mode, at_once in MODES.items():
                 for policy, engine in engines.items():
@@ -103,12 +114,12 @@ async def measure(rounds: int) -> dict[str, Any]:
         out[policy] = {}
         for mode in MODES:
             rs = runs[policy][mode]
-            audio = sum(r["audio_s"] for r in rs)
-            firsts = [t for r in rs for s, t in zip(segments, r["times"], strict=False) if s in first]
+            audio = sum(r.audio_s for r in rs)
+            firsts = [t for r in rs for s, t in r.times.items() if s in first]
             out[policy][mode] = {
-                "audio_s_per_wall_s": audio / sum(r["wall_s"] for r in rs),
-                "audio_s_per_cpu_s": audio / sum(r["cpu_s"] for r in rs),
-                "segment_s": summary([t for r in rs for t in r["times"]]),
+                "audio_s_per_wall_s": audio / sum(r.wall_s for r in rs),
+                "audio_s_per_cpu_s": audio / sum(r.cpu_s for r in rs),
+                "segment_s": summary([t for r in rs for t in r.times.values()]),
                 "first_segment_s": summary(firsts),
             }
     for policy in POLICIES:
