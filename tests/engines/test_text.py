@@ -130,17 +130,18 @@ def test_a_first_clause_too_short_on_either_side_is_not_cut() -> None:
         split_segments("Some text.", first_clause_min_words=0)
 
 
-def test_by_default_a_one_word_opening_is_cut_off_but_never_leaves_a_fragment() -> None:
-    assert split_segments(
-        "Sure, I can help you with that. Bye.", first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS
-    ) == [
+def test_a_one_word_opening_can_be_cut_off_but_never_leaves_a_fragment() -> None:
+    text = "Sure, I can help you with that. Bye."
+    assert split_segments(text, first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS) == [
+        "Sure, I can help you with that.",
+        "Bye.",
+    ]
+    assert split_segments(text, first_clause_min_words=1) == [
         "Sure,",
         "I can help you with that.",
         "Bye.",
     ]
-    assert split_segments("Yes, of course.", first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS) == [
-        "Yes, of course."
-    ]
+    assert split_segments("Yes, of course.", first_clause_min_words=1) == ["Yes, of course."]
     assert split_segments("Sure: 3.50 dollars, paid today.", first_clause_min_words=1) == [
         "Sure:",
         "3.50 dollars, paid today.",

@@ -21,13 +21,15 @@ __all__ = [
 
 DEFAULT_MAX_SEGMENT_CHARS = 300
 """A sentence longer than this is split at clause boundaries, then at spaces."""
-DEFAULT_FIRST_CLAUSE_MIN_WORDS = 1
+DEFAULT_FIRST_CLAUSE_MIN_WORDS = 3
 """A first clause cut off for a fast first audio has at least this many words.
 
-One word is enough: an opening such as "Sure," or "Well," is followed by a
-pause a speaker makes anyway, and saying it alone takes a third of the time
-of its sentence (the offline recognizer hears such texts as well cut as
-whole, ``tests/engines/test_embedded.py``)."""
+Shorter is possible (a one-word opening such as "Sure," is said alone in a
+third of its sentence's time, and the realtime path cuts there), but for the
+whole text of a v1 request three words keep the worker ahead under a burst:
+every stream's first segment must also last long enough for the scheduler
+to reach its second one, and 16 streams started at once on 2 cores ran dry
+with one-word openings and not with three (``docs/scheduling.md``)."""
 FIRST_CLAUSE_MIN_REST_WORDS = 3
 """The rest of a sentence whose first clause is cut off has at least this many words (and no fewer than
 the clause's own minimum), so the cut never leaves a fragment."""
