@@ -144,6 +144,16 @@ def test_parse_request_splits_params() -> None:
     assert parse_request(req.to_json(), max_text_chars=10) == req
 
 
+def test_playback_lead_is_a_protocol_field_of_seconds_at_least_zero() -> None:
+    req = parse_request({"text": "hi", "playback_lead_s": 2.5}, max_text_chars=10)
+    assert (req.playback_lead_s, req.params) == (2.5, {})
+    assert parse_request(req.to_json(), max_text_chars=10) == req
+    assert parse_request({"text": "hi", "playback_lead_s": None}, max_text_chars=10).playback_lead_s == 0.0
+    for bad in (-1, "2", True, [1]):
+        with pytest.raises(RequestError, match="playback_lead_s"):
+            parse_request({"text": "hi", "playback_lead_s": bad}, max_text_chars=10)
+
+
 def test_parse_request_limits() -> None:
     with pytest.raises(RequestError) as info:
         parse_request({"text": "x" * 11}, max_text_chars=10)

@@ -68,7 +68,7 @@ HEADER_INFLIGHT = "X-Inflight"
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
 """Longest NDJSON line a reader accepts; a longer one is a broken stream."""
 
-RESERVED_REQUEST_KEYS = frozenset({"text", "voice", "timeout_s", "timestamps"})
+RESERVED_REQUEST_KEYS = frozenset({"text", "voice", "timeout_s", "timestamps", "playback_lead_s"})
 
 
 class ErrorCode(str, Enum):
@@ -220,6 +220,11 @@ class TTSRequest:
     """Generation parameters, passed to the engine and validated there."""
     timestamps: bool = False
     """Whether to add ``words`` frames (word timings) where the engine can tell them."""
+    playback_lead_s: float = 0.0
+    """Seconds of audio the listener still has to play before this stream's audio (0: it waits now).
+
+    A realtime session sends its later segments with it, so a worker schedules
+    them by when they will be heard rather than as newcomers."""
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"text": self.text, "voice": self.voice}
@@ -227,6 +232,8 @@ class TTSRequest:
             body["timeout_s"] = self.timeout_s
         if self.timestamps:
             body["timestamps"] = True
+        if self.playback_lead_s:
+            body["playback_lead_s"] = self.playback_lead_s
         body.update(self.params)
         return body
 
@@ -284,8 +291,17 @@ def parse_request(
         timestamps = False
     if not isinstance(timestamps, bool):
         raise RequestError(f"'timestamps' must be a boolean, got {_json_type(timestamps)}")
+    lead = data.get("playback_lead_s", 0.0)
+    if lead is None:
+        lead = 0.0
+    if isinstance(lead, bool) or not isinstance(lead, (int, float)):
+        raise RequestError(f"'playback_lead_s' must be a number, got {_json_type(lead)}")
+    if not math.isfinite(lead) or lead < 0:
+        raise RequestError(f"'playback_lead_s' must be a number of seconds >= 0, got {lead}")
     params = {k: v for k, v in data.items() if k not in RESERVED_REQUEST_KEYS}
-    return TTSRequest(text=text, voice=voice, timeout_s=timeout, params=params, timestamps=timestamps)
+    return TTSRequest(
+        text=text, voice=voice, timeout_s=timeout, params=params, timestamps=timestamps, playback_lead_s=float(lead)
+    )
 
 
 def _json_type(value: object) -> str:

@@ -41,7 +41,9 @@ def test_batch_rules_give_split_segments_however_the_text_arrives(text: str, max
     expected = split_segments(text, max_chars)
     rng = random.Random(len(text) + max_chars)
     for pieces in ([text], list(text), *(_chunks(text, rng) for _ in range(5))):
-        assert _run(Segmenter(max_chars=max_chars, clause_min_words=None), pieces) == expected
+        assert (
+            _run(Segmenter(max_chars=max_chars, clause_min_words=None, first_clause_min_words=None), pieces) == expected
+        )
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -70,17 +72,36 @@ def test_a_sentence_leaves_once_the_whitespace_after_its_end_arrives() -> None:
     ],
 )
 def test_numbers_and_abbreviations_are_not_sentence_ends(first: str, second: str, segment: str) -> None:
-    s = Segmenter(clause_min_words=None)
+    s = Segmenter(clause_min_words=None, first_clause_min_words=None)
     assert s.feed(first) == []
     assert s.feed(second) == [segment]
 
 
 def test_a_clause_boundary_ends_a_segment_only_after_enough_words() -> None:
-    s = Segmenter(clause_min_words=5)
+    s = Segmenter(clause_min_words=5, first_clause_min_words=None)
     assert s.feed("Well, yes, ") == []
     assert s.feed("I think that is right, ") == ["Well, yes, I think that is right,"]
     assert s.feed("3,500 people agree") == []  # a comma inside a number is no boundary
     assert s.end() == ["3,500 people agree"]
+
+
+def test_the_opening_clause_leaves_alone_as_soon_as_its_boundary_is_sure() -> None:
+    s = Segmenter()
+    assert s.feed("Sure,") == []  # "Sure,5" could still come: a boundary needs the whitespace
+    assert s.feed(" I can") == ["Sure,"]
+    assert s.feed(" help, ") == []  # later clauses need DEFAULT_CLAUSE_MIN_WORDS words
+    assert s.feed("I promise. Well, ") == ["I can help, I promise."]  # only the first segment
+    assert s.end() == ["Well,"]
+
+
+def test_an_opening_that_is_a_whole_sentence_or_paragraph_opens_the_text() -> None:
+    s = Segmenter()
+    assert s.feed("Hello. Yes, ") == ["Hello."]
+    assert s.feed("right") == []
+    assert s.end() == ["Yes, right"]
+    t = Segmenter()
+    assert t.feed("Well, yes.\n\nNo, ") == ["Well,", "yes."]
+    assert t.end() == ["No,"]
 
 
 def test_flush_words_keeps_a_word_that_may_still_grow() -> None:
@@ -118,3 +139,5 @@ def test_settings_are_checked() -> None:
         Segmenter(max_chars=0)
     with pytest.raises(ValueError, match="clause_min_words"):
         Segmenter(clause_min_words=0)
+    with pytest.raises(ValueError, match="first_clause_min_words"):
+        Segmenter(first_clause_min_words=0)

@@ -268,3 +268,28 @@ async def test_a_completed_context_counts_each_segment_as_ok() -> None:
         segments = len(_segments(TEXT))
         assert await eventually(lambda: metric(http_url, "orpheus_requests_total", outcome="ok") == segments)
         assert metric(http_url, "orpheus_requests_total", outcome="cancelled") == 0
+
+
+async def test_later_segments_are_requested_with_the_audio_their_listener_still_holds() -> None:
+    """Each segment tells the scheduler how much of the context's audio is still unheard (``playback_lead_s``)."""
+    # Slow compute (a quarter of real time) so segments are requested while earlier audio still plays.
+    with realtime_worker(ToneEngine(compute_s_per_audio_s=0.25)) as (url, app):
+        service = app.state.service
+        leads: list[float] = []
+        prepare = service.prepare
+
+        async def recording(request: Any) -> Any:
+            leads.append(request.playback_lead_s)
+            return await prepare(request)
+
+        service.prepare = recording
+        async with conversation(url) as c:
+            await c.send(type="start", context_id="a")
+            await c.send(type="text", context_id="a", text=TEXT)
+            await c.send(type="end", context_id="a")
+            await c.until_type("done", "a")
+    assert len(leads) == len(_segments(TEXT))
+    assert leads[0] == 0.0, "nothing is playing before the first segment"
+    assert all(lead > 0 for lead in leads[1:]), leads
+    audio_s = len(c.audio("a")) / (2 * 24_000)
+    assert max(leads) < audio_s

@@ -148,6 +148,19 @@ def test_stream_clock_deadlines() -> None:
     assert clock.due() == 160.0, "never later than the request's deadline"
 
 
+def test_stream_clock_of_a_listener_that_still_holds_audio() -> None:
+    clock = StreamClock(arrived=100.0, deadline=160.0, margin_s=0.5, held_s=3.0)
+    assert clock.due() == pytest.approx(102.5), "heard once the held audio runs out, minus the margin"
+    clock.deliver(2.0, now=100.2)
+    assert clock.plays_from == pytest.approx(103.0)
+    assert clock.due() == pytest.approx(104.5)
+    assert clock.lead_s(now=101.0) == pytest.approx(4.0)
+    late = StreamClock(arrived=100.0, deadline=160.0, margin_s=0.5, held_s=0.1)
+    late.deliver(1.0, now=101.0)  # its first audio came after the held audio ran out: playback starts then
+    assert late.plays_from == pytest.approx(101.0)
+    assert late.due() == pytest.approx(101.5)
+
+
 def test_rtf_window_keeps_only_the_recent_pieces() -> None:
     window = RtfWindow(2)
     assert window.value() is None

@@ -112,6 +112,28 @@ async def test_cancelling_a_stream_frees_its_pending_pieces() -> None:
     assert _pieces_of(engine, "I hang up.") == [], "the hung-up stream's piece was never computed"
 
 
+@pytest.mark.parametrize("lead_s", [0.0, 10.0])
+async def test_a_segment_whose_listener_still_holds_audio_yields_to_a_newcomer(lead_s: float) -> None:
+    later, newcomer = "A later segment of a session.", "A newcomer says hello."
+    with worker(max_queue=4) as (url, engine, service):
+        scheduler = service.scheduler
+        await stream_tts(url, {"text": "Warm up the estimate. " * 3})
+        assert scheduler.stream_capacity >= 3
+        hog = asyncio.ensure_future(stream_tts(url, {"text": "hog", "fault_first_delay_ms": 1500}))
+        assert await eventually(lambda: scheduler.slots.busy == 1)
+        first = asyncio.ensure_future(stream_tts(url, {"text": later, "playback_lead_s": lead_s}))
+        assert await eventually(lambda: scheduler.slots.waiting == 1)
+        second = asyncio.ensure_future(stream_tts(url, {"text": newcomer}))
+        assert await eventually(lambda: scheduler.slots.waiting == 2)
+        results = await asyncio.wait_for(asyncio.gather(first, second, hog), 30)
+    assert [r.status for r in results] == [200, 200, 200]
+    assert results[0].pcm == render(later)
+    if lead_s:
+        assert _pieces_of(engine, newcomer)[0] < _pieces_of(engine, later)[0], "the newcomer hears nothing yet"
+    else:
+        assert _pieces_of(engine, later)[0] < _pieces_of(engine, newcomer)[0], "equal deadlines: arrival order"
+
+
 async def test_admission_refuses_when_the_estimated_capacity_is_reached() -> None:
     # 1 s pieces at a quarter of real time: one slot keeps about 4 streams ahead of their listeners.
     engine = ToneEngine(capacity=1, compute_s_per_audio_s=0.25, piece_samples=24_000)

@@ -16,12 +16,17 @@ A sentence end counts once the whitespace after it has arrived (so ``3.50``
 and ``Dr. Smith`` are never cut: the character after the dot decides). With
 ``clause_min_words`` set (the realtime default), a clause boundary (``,`` ``;``
 ``:`` or a dash, then whitespace) also ends a segment once the segment has that
-many words, so a long sentence starts playing before it is finished. Words are
+many words, so a long sentence starts playing before it is finished; and with
+``first_clause_min_words`` (realtime default: 1) the very first segment ends at
+the first clause boundary after that many words, so an opening such as
+"Sure," is spoken while the LLM is still writing the rest of its sentence
+(in realtime, waiting for the sentence end costs the time the LLM takes to
+write it, not only its synthesis). Words are
 never split: :meth:`Segmenter.flush_words` (what a buffer delay calls) keeps a
 last word that may still be growing; only :meth:`Segmenter.flush` and
 :meth:`Segmenter.end` hand out everything.
 
-With ``clause_min_words=None`` the segments of ``feed(text)`` then ``end()``
+With ``clause_min_words=None`` and ``first_clause_min_words=None`` the segments of ``feed(text)`` then ``end()``
 are exactly ``split_segments(text)``, however the text was cut into pieces.
 """
 
@@ -31,10 +36,12 @@ import re
 
 from orpheus_tts.engines.text import _CLAUSE_END, DEFAULT_MAX_SEGMENT_CHARS, _fit, _sentences, split_segments
 
-__all__ = ["DEFAULT_CLAUSE_MIN_WORDS", "Segmenter"]
+__all__ = ["DEFAULT_CLAUSE_MIN_WORDS", "DEFAULT_OPENING_MIN_WORDS", "Segmenter"]
 
 DEFAULT_CLAUSE_MIN_WORDS = 5
 """A clause boundary ends a realtime segment once the segment has at least this many words."""
+DEFAULT_OPENING_MIN_WORDS = 1
+"""A clause boundary ends the first realtime segment once it has at least this many words."""
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _SENTINEL = "\x00"
@@ -49,15 +56,21 @@ class Segmenter:
         *,
         max_chars: int = DEFAULT_MAX_SEGMENT_CHARS,
         clause_min_words: int | None = DEFAULT_CLAUSE_MIN_WORDS,
+        first_clause_min_words: int | None = DEFAULT_OPENING_MIN_WORDS,
     ) -> None:
         if max_chars < 1:
             raise ValueError(f"max_chars must be >= 1, got {max_chars}")
         if clause_min_words is not None and clause_min_words < 1:
             raise ValueError(f"clause_min_words must be >= 1, got {clause_min_words}")
+        if first_clause_min_words is not None and first_clause_min_words < 1:
+            raise ValueError(f"first_clause_min_words must be >= 1, got {first_clause_min_words}")
         self.max_chars = max_chars
         self.clause_min_words = clause_min_words
+        self.first_clause_min_words = first_clause_min_words
         self._pending = ""
         self._ended = False
+        self._opened = False
+        """Whether a segment has been handed out (the first one may end at an earlier clause)."""
 
     @property
     def buffered_chars(self) -> int:
@@ -78,9 +91,26 @@ class Segmenter:
         out: list[str] = []
         for paragraph in parts[:-1]:
             for segment in split_segments(paragraph, self.max_chars) if paragraph.strip() else []:
-                out += _clauses(segment, self.clause_min_words) if self.clause_min_words else [segment]
+                out += [piece.strip() for piece in self._pieces(segment, complete=True) if piece.strip()]
         out += self._open_paragraph(parts[-1])
         return out
+
+    def _pieces(self, sentence: str, *, complete: bool) -> list[str]:
+        """``sentence`` cut at the clause boundaries the rules allow; of an open sentence, the last piece
+        is what stays buffered."""
+        pieces = [sentence]
+        if not self._opened and self.first_clause_min_words:
+            pieces = _opening(sentence, self.first_clause_min_words)
+        if self.clause_min_words:
+            pieces = pieces[:-1] + _clauses(pieces[-1], self.clause_min_words)
+        if complete or len(pieces) > 1:
+            self._opened = True
+        return pieces
+
+    def _handed_out(self, segments: list[str]) -> list[str]:
+        if segments:
+            self._opened = True
+        return segments
 
     def flush_words(self) -> list[str]:
         """Everything buffered up to its last complete word (a word is complete once whitespace follows it)."""
@@ -88,12 +118,12 @@ class Segmenter:
         if cut < 0:
             return []
         head, self._pending = self._pending[:cut], self._pending[cut + 1 :]
-        return split_segments(head, self.max_chars) if head.strip() else []
+        return self._handed_out(split_segments(head, self.max_chars) if head.strip() else [])
 
     def flush(self) -> list[str]:
         """Everything buffered, even mid-sentence or mid-word."""
         head, self._pending = self._pending, ""
-        return split_segments(head, self.max_chars) if head.strip() else []
+        return self._handed_out(split_segments(head, self.max_chars) if head.strip() else [])
 
     def end(self) -> list[str]:
         """The rest of the text; :meth:`feed` is refused afterwards."""
@@ -120,20 +150,27 @@ class Segmenter:
         return out
 
     def _split_complete(self, sentence: str) -> list[str]:
-        pieces = _clauses(sentence, self.clause_min_words) if self.clause_min_words else [sentence]
+        pieces = self._pieces(sentence, complete=True)
         return [fitted for piece in pieces for fitted in _fit(piece, self.max_chars) if fitted]
 
     def _split_open(self, tail: str) -> tuple[list[str], str]:
         """Segments that can leave from the unfinished sentence ``tail``, and what stays."""
-        out: list[str] = []
-        if self.clause_min_words:
-            pieces = _clauses(tail, self.clause_min_words)
-            out, tail = pieces[:-1], pieces[-1]
+        pieces = self._pieces(tail, complete=False)
+        out, tail = pieces[:-1], pieces[-1]
         if len(tail.replace(_SENTINEL, "")) > self.max_chars:
             fitted = _fit(tail, self.max_chars)
             out += fitted[:-1]
             tail = fitted[-1]
         return [s for s in out if s], tail
+
+
+def _opening(sentence: str, min_words: int) -> list[str]:
+    """``sentence`` cut after its first clause boundary that closes at least ``min_words`` words."""
+    for match in _CLAUSE_END.finditer(sentence):
+        head = sentence[: match.end(1)]
+        if len(head.split()) >= min_words:
+            return [head.strip(), sentence[match.end() :]]
+    return [sentence]
 
 
 def _clauses(sentence: str, min_words: int) -> list[str]:

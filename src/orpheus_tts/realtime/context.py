@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from orpheus_tts.engines.segmenter import Segmenter
 from orpheus_tts.protocol import (
+    SAMPLE_RATE_HZ,
     ChunkFrame,
     EosFrame,
     ErrorCode,
@@ -76,6 +77,8 @@ class _Job:
         self.frames: asyncio.Queue[Frame | _Failed] = asyncio.Queue(SEGMENT_FRAMES_BUFFERED)
         self.audible = asyncio.Event()
         """Set at the segment's first audio (or its end): the next segment may start."""
+        self.received_s = 0.0
+        """Seconds of audio of the segment received so far."""
         self.task = asyncio.get_running_loop().create_task(self._run(synthesize, request))
 
     async def _run(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
@@ -97,6 +100,7 @@ class _Job:
         try:
             async for frame in stream:
                 if isinstance(frame, ChunkFrame):
+                    self.received_s += frame.samples / SAMPLE_RATE_HZ
                     self.audible.set()
                 await self.frames.put(frame)
                 if isinstance(frame, (EosFrame, ErrorFrame)):
@@ -145,6 +149,10 @@ class Context:
         self._timer: asyncio.TimerHandle | None = None
         self._unsent = 0
         """Segments and marks received and not yet fully sent."""
+        self._plays_from: float | None = None
+        """When the context's first audio was sent (its listener started playing then, at the soonest)."""
+        self._sent_s = 0.0
+        """Seconds of audio of the segments sent completely."""
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._dispatch()), loop.create_task(self._send())]
 
@@ -229,8 +237,25 @@ class Context:
 
     def _request(self, text: str) -> TTSRequest:
         return TTSRequest(
-            text=text, voice=self.start.voice, params=dict(self.start.params), timestamps=self.start.timestamps
+            text=text,
+            voice=self.start.voice,
+            params=dict(self.start.params),
+            timestamps=self.start.timestamps,
+            playback_lead_s=round(self.lead_s(), 3),
         )
+
+    def lead_s(self) -> float:
+        """Seconds of this context's audio its listener has not heard yet, at the soonest.
+
+        Audio already received for segments in synthesis counts (it is sent
+        next); what a listener buffers beyond real time does not, so this errs
+        on the early side. A segment is requested with it (``playback_lead_s``),
+        so the worker schedules the segment by when it will be heard.
+        """
+        if self._plays_from is None:
+            return 0.0
+        held = self._sent_s + sum(job.received_s for job in self._live)
+        return max(0.0, self._plays_from + held - asyncio.get_running_loop().time())
 
     async def _dispatch(self) -> None:
         while True:
@@ -264,6 +289,7 @@ class Context:
                 ok = await self._send_segment(item)
             finally:
                 self._live.discard(item)
+                self._sent_s += item.received_s
                 self._slots.release()
             if not ok:
                 return
@@ -294,6 +320,8 @@ class Context:
         if not data:
             return
         samples = encoder.samples(data)
+        if self._plays_from is None:
+            self._plays_from = asyncio.get_running_loop().time()
         message = audio_message(self.id, self._seq, data, samples)
         self._seq += 1
         self.samples_total += samples

@@ -10,6 +10,9 @@ clause). Every admitted stream's next piece has a deadline
 - the next ones: the moment its listener would run dry, that is the time of
   its first audio plus the audio delivered so far, minus a safety margin and
   minus the time the piece is expected to take (the previous one's);
+- a stream whose listener still holds audio (``playback_lead_s``: a realtime
+  session's later segment) is timed from when that audio runs out, its
+  first piece included;
 - never later than the request's own deadline.
 
 The engine's ``capacity`` slots go to the waiting piece with the earliest
@@ -82,6 +85,9 @@ class StreamClock:
     """Seconds of audio delivered."""
     next_compute_s: float = 0.0
     """Expected compute time of the next piece (the last one's): it must start that much earlier."""
+    held_s: float = 0.0
+    """Seconds of audio the listener still had to play when the request arrived (a realtime
+    session's later segment): its playback starts no sooner than that."""
 
     def deliver(self, audio_s: float, now: float | None = None) -> None:
         """``audio_s`` seconds of audio have just been handed to the client."""
@@ -89,20 +95,29 @@ class StreamClock:
             self.first_audio = time.monotonic() if now is None else now
         self.delivered_s += audio_s
 
+    @property
+    def plays_from(self) -> float | None:
+        """When the listener starts hearing this stream: its first audio, or later if it still held audio."""
+        if self.first_audio is None:
+            return self.arrived + self.held_s if self.held_s > 0 else None
+        return max(self.first_audio, self.arrived + self.held_s)
+
     def due(self, ahead_s: float = 0.0) -> float:
         """When the audio starting ``ahead_s`` seconds after what was delivered is needed."""
-        if self.first_audio is None:
+        start = self.plays_from
+        if start is None:
             due = self.arrived + ahead_s
         else:
-            due = self.first_audio + self.delivered_s + ahead_s - self.margin_s - self.next_compute_s
+            due = start + self.delivered_s + ahead_s - self.margin_s - self.next_compute_s
         return min(due, self.deadline)
 
     def lead_s(self, now: float | None = None) -> float:
-        """Seconds of delivered audio the listener has not heard yet (0 before the first audio)."""
-        if self.first_audio is None:
+        """Seconds of audio the listener has and has not heard yet (0 before the first audio)."""
+        start = self.plays_from
+        if self.first_audio is None or start is None:
             return 0.0
         now = time.monotonic() if now is None else now
-        return max(0.0, self.first_audio + self.delivered_s - now)
+        return max(0.0, start + self.delivered_s - now)
 
 
 @dataclass

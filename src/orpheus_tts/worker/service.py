@@ -130,7 +130,12 @@ class SynthesisService:
         self.metrics.queue_wait.labels(self.metrics.role).observe(timing.admitted - timing.arrived)
         self.metrics.running.labels(self.metrics.role).inc()
         hints = {"queue_depth": self.scheduler.waiting, "inflight": self.scheduler.running}
-        clock = StreamClock(arrived=timing.arrived, deadline=deadline, margin_s=self.config.playback_margin_s)
+        clock = StreamClock(
+            arrived=timing.arrived,
+            deadline=deadline,
+            margin_s=self.config.playback_margin_s,
+            held_s=request.playback_lead_s,
+        )
         stream = _Stream(timed_pieces(self.engine, request, voice, params), admission, clock, deadline, timing)
         try:
             first = await self._next_piece(stream)
