@@ -26,7 +26,7 @@ Writes ``bench/results/concurrency.json`` and ``concurrency.png`` (or
 ``concurrency_smoke.*`` under ``--out`` with ``--smoke``, a reduced run with
 the test engine that the test suite uses).
 
-    python -m bench.concurrency [--levels 1 4 8 16 32] [--rates 0.25 0.5 1 1.5 2] [--ramp-s 20]
+    python -m bench.concurrency [--levels 1 4 8 16 32] [--rates 0.5 1 1.5 2 2.5 3 3.5] [--ramp-s 20]
     python -m bench.concurrency --smoke --out /tmp/results
     python -m bench.concurrency --table bench/results/concurrency.json   # the docs' table
 """
@@ -368,7 +368,7 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
     parser.add_argument("--ramp-s", type=float, default=20.0, help="arrivals per offered rate, seconds")
     parser.add_argument("--jitter-ms", type=float, default=200.0, help="the simulated listener's buffer")
     parser.add_argument("--ttfa-objective-ms", type=float, default=1000.0)
