@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import websockets
 
 from orpheus_tts.engines.testing import render
 from tests.eventually import eventually, eventually_sync
@@ -73,6 +75,18 @@ async def test_serve_restarts_a_dead_worker_and_reports_worker_lost() -> None:
         assert len(after) == 2
         assert after != before, "the dead worker was replaced by a new process"
         assert (await stream_tts(url, {"text": "Back to normal."})).error is None
+
+
+async def test_serve_gives_its_workers_the_realtime_limits_it_was_given() -> None:
+    args = ("--realtime-max-contexts", "3", "--realtime-idle-timeout-s", "7.5", "--workers", "1")
+    with run_cli("serve", "--engine", "test", "--probe-interval-s", "0.2", *args) as (url, _):
+        worker = _wait_healthy(url, 1)["workers"][0]["url"]
+        for base in (url, worker):
+            ws_url = "ws" + base.removeprefix("http") + "/v1/tts/realtime"
+            async with websockets.connect(ws_url) as ws:
+                ready = json.loads(await ws.recv())
+            assert ready["type"] == "ready"
+            assert (ready["limits"]["max_contexts"], ready["limits"]["idle_timeout_s"]) == (3, 7.5), base
 
 
 def test_ctrl_c_stops_the_whole_stack() -> None:

@@ -359,6 +359,14 @@ def _http_worker_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _realtime_worker_args(args: argparse.Namespace) -> list[str]:
+    """The realtime socket limits ``serve`` gives each worker it starts."""
+    out = []
+    for flag, dest, *_ in _REALTIME_LIMITS:
+        out += [flag, str(getattr(args, dest))]
+    return out
+
+
 def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **options: Any) -> Any:
     """A uvicorn server for ``app`` under ``settings``, and the sockets to run it on (``None``: its own)."""
     from orpheus_tts.serving.server import bind_sockets, uvicorn_config
@@ -531,7 +539,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                    "--default-timeout-s", str(args.default_timeout_s), "--max-timeout-s", str(args.max_timeout_s),
                    "--max-text-chars", str(args.max_text_chars),
                    "--max-json-depth", str(args.max_json_depth), *_scheduler_argv(args)]  # fmt: skip
-    worker_args += _http_worker_args(args)
+    worker_args += _http_worker_args(args) + _realtime_worker_args(args)
     if args.capacity:
         worker_args += ["--capacity", str(args.capacity)]
     if args.enable_test_faults:
