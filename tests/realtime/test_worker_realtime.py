@@ -293,3 +293,26 @@ async def test_later_segments_are_requested_with_the_audio_their_listener_still_
     assert all(lead > 0 for lead in leads[1:]), leads
     audio_s = len(c.audio("a")) / (2 * 24_000)
     assert max(leads) < audio_s
+
+
+async def test_sockets_contexts_and_first_audio_are_counted_in_metrics() -> None:
+    with realtime_worker(ToneEngine()) as (ws_url, _):
+        http_url = "http" + ws_url.removeprefix("ws").removesuffix("/v1/tts/realtime")
+        async with conversation(ws_url) as c:
+            assert metric(http_url, "orpheus_realtime_sockets") == 1
+            await c.send(type="start", context_id="a")
+            await c.send(type="text", context_id="a", text="One finished sentence.")
+            await c.send(type="end", context_id="a")
+            await c.until_type("done", "a")
+            await c.send(type="start", context_id="b")
+            await c.send(type="text", context_id="b", text="Cut short. " * 20)
+            await c.until_type("audio", "b")
+            await c.send(type="cancel", context_id="b")
+            await c.until_type("cancelled", "b")
+            await c.send(type="start", context_id="c")
+            await c.send(type="text", context_id="c", text="Still talking when the socket goes")
+        assert await eventually(lambda: metric(http_url, "orpheus_realtime_sockets") == 0)
+        assert await eventually(lambda: metric(http_url, "orpheus_realtime_contexts_total", outcome="closed") == 1)
+        for outcome in ("done", "cancelled"):
+            assert metric(http_url, "orpheus_realtime_contexts_total", outcome=outcome) == 1, outcome
+        assert metric(http_url, "orpheus_realtime_first_audio_seconds_count") == 2

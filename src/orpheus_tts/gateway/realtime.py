@@ -39,6 +39,7 @@ def gateway_backend(state: GatewayState) -> RealtimeBackend:
         authenticate=authenticate,
         needs_key=lambda: state.auth.enabled,
         allow_origins=state.config.http.allow_origins,
+        metrics=state.metrics,
     )
 
 

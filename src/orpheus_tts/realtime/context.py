@@ -149,6 +149,12 @@ class Context:
         self._timer: asyncio.TimerHandle | None = None
         self._unsent = 0
         """Segments and marks received and not yet fully sent."""
+        self.outcome: str | None = None
+        """How the context ended (``done``, ``cancelled``, ``error``, ``closed``: the socket went away)."""
+        self.first_text_at: float | None = None
+        """When its first text arrived (loop time)."""
+        self.first_audio_after_s: float | None = None
+        """Seconds from its first text to its first audio sent."""
         self._plays_from: float | None = None
         """When the context's first audio was sent (its listener started playing then, at the soonest)."""
         self._sent_s = 0.0
@@ -173,6 +179,8 @@ class Context:
                 f"more than {self.limits.max_buffered_chars} characters buffered and not yet synthesized",
             )
             return
+        if self.first_text_at is None and text.strip():
+            self.first_text_at = asyncio.get_running_loop().time()
         self._enqueue(self._segmenter.feed(text))
         self._arm_timer()
 
@@ -194,19 +202,19 @@ class Context:
 
     def cancel(self) -> None:
         """Barge-in: stop everything; ``cancelled`` is the context's last message."""
-        if self._finish():
+        if self._finish("cancelled"):
             self._outbox.purge(self.id)
             self._outbox.put({"type": "cancelled", "context_id": self.id})
 
     def fail(self, code: ErrorCode | str, message: str) -> None:
         """End the context with ``error``; nothing of it follows."""
-        if self._finish():
+        if self._finish("error"):
             self._outbox.purge(self.id)
             self._outbox.put(error_message(code, message, self.id))
 
     def close(self) -> None:
         """Stop without a message (the socket is gone)."""
-        self._finish()
+        self._finish("closed")
 
     # ------------------------------------------------------------------ internals
 
@@ -280,7 +288,7 @@ class Context:
             if isinstance(item, _Mark):
                 if item.kind == "done":
                     self._outbox.put({"type": "done", "context_id": self.id, "samples_total": self.samples_total})
-                    self._finish()
+                    self._finish("done")
                     return
                 self._outbox.put({"type": "flushed", "context_id": self.id})
                 self._unsent -= 1
@@ -322,16 +330,19 @@ class Context:
         samples = encoder.samples(data)
         if self._plays_from is None:
             self._plays_from = asyncio.get_running_loop().time()
+            if self.first_text_at is not None:
+                self.first_audio_after_s = self._plays_from - self.first_text_at
         message = audio_message(self.id, self._seq, data, samples)
         self._seq += 1
         self.samples_total += samples
         await self._outbox.put_audio(message)
 
-    def _finish(self) -> bool:
+    def _finish(self, outcome: str) -> bool:
         """Stop every task of the context; False if it had already finished."""
         if self._finished:
             return False
         self._finished = True
+        self.outcome = outcome
         self._cancel_timer()
         current = asyncio.current_task()
         for task in self._tasks:

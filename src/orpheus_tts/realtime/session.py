@@ -44,8 +44,10 @@ class RealtimeSession:
         limits: RealtimeLimits,
         outbox: Outbox,
         validate: ValidateStart | None = None,
+        on_context_finished: Callable[[Context], None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        self._on_context_finished = on_context_finished
         self.limits = limits
         self.outbox = outbox
         self._synthesize = synthesize
@@ -136,3 +138,5 @@ class RealtimeSession:
     def _forget(self, context: Context) -> None:
         if self.contexts.get(context.id) is context:
             del self.contexts[context.id]
+        if self._on_context_finished is not None:
+            self._on_context_finished(context)

@@ -16,17 +16,20 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from orpheus_tts.protocol import ErrorCode, ServiceError
-from orpheus_tts.realtime.context import SynthesizeSegment
+from orpheus_tts.realtime.context import Context, SynthesizeSegment
 from orpheus_tts.realtime.limits import IDLE_CLOSE_CODE, UNAUTHORIZED_CLOSE_CODE, RealtimeLimits
 from orpheus_tts.realtime.messages import Auth, MessageError, error_message, parse_client_message
 from orpheus_tts.realtime.outbox import Outbox
 from orpheus_tts.realtime.session import RealtimeSession, ValidateStart
+
+if TYPE_CHECKING:
+    from orpheus_tts.serving.metrics import ServiceMetrics
 
 __all__ = ["REALTIME_PATH", "RealtimeBackend", "mount_realtime", "origin_allowed", "serve_realtime"]
 
@@ -51,6 +54,8 @@ class RealtimeBackend:
     validate: ValidateStart | None = None
     allow_origins: tuple[str, ...] = ()
     """Browser origins allowed besides the server's own (``*``: any), as ``HttpSettings.allow_origins``."""
+    metrics: ServiceMetrics | None = None
+    """Where open sockets, contexts by outcome and each context's time to first audio are counted."""
 
 
 async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None:
@@ -73,12 +78,19 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
             await websocket.close(TRY_AGAIN_CLOSE_CODE)
         return
     outbox = Outbox(limits.outbox_messages)
-    session = RealtimeSession(synthesize, limits, outbox, backend.validate)
+    metrics = backend.metrics
+    session = RealtimeSession(
+        synthesize, limits, outbox, backend.validate, None if metrics is None else _observer(metrics)
+    )
     outbox.put(session.ready_message())
     writer = asyncio.get_running_loop().create_task(_write(websocket, outbox))
+    if metrics is not None:
+        metrics.realtime_sockets.labels(metrics.role).inc()
     try:
         await _read(websocket, session, writer)
     finally:
+        if metrics is not None:
+            metrics.realtime_sockets.labels(metrics.role).dec()
         session.close()
         writer.cancel()
         with contextlib.suppress(BaseException):
@@ -86,6 +98,15 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
         close = getattr(synthesize, "close", None)
         if close is not None:
             close()
+
+
+def _observer(metrics: ServiceMetrics) -> Callable[[Context], None]:
+    def observe(context: Context) -> None:
+        metrics.realtime_contexts.labels(metrics.role, context.outcome or "closed").inc()
+        if context.first_audio_after_s is not None:
+            metrics.realtime_first_audio.labels(metrics.role).observe(context.first_audio_after_s)
+
+    return observe
 
 
 _REFUSED = object()

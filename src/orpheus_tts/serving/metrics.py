@@ -66,6 +66,22 @@ class ServiceMetrics:
             ["role"],
             registry=r,
         )
+        self.realtime_sockets = Gauge(
+            "orpheus_realtime_sockets", "Realtime (/v1/tts/realtime) sockets open", ["role"], registry=r
+        )
+        self.realtime_contexts = Counter(
+            "orpheus_realtime_contexts",
+            "Realtime contexts by how they ended (done, cancelled, error, closed: the socket went away)",
+            ["role", "outcome"],
+            registry=r,
+        )
+        self.realtime_first_audio = Histogram(
+            "orpheus_realtime_first_audio_seconds",
+            "A realtime context's first text to its first audio sent",
+            ["role"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.auth_failures = Counter("orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r)
 
     def outcome(self, outcome: str) -> None:

@@ -40,7 +40,13 @@ def worker_backend(
     def for_identity(_identity: Any) -> Callable[[TTSRequest], Any]:
         return synthesize
 
-    return RealtimeBackend(synthesize=for_identity, limits=limits, validate=validate, allow_origins=allow_origins)
+    return RealtimeBackend(
+        synthesize=for_identity,
+        limits=limits,
+        validate=validate,
+        allow_origins=allow_origins,
+        metrics=service.metrics,
+    )
 
 
 async def _frames(body: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
