@@ -245,7 +245,7 @@ async def test_a_run_beside_another_is_single_threaded_and_sounds_the_same(engin
                 self._real, self._name, self._model = real, name, model
 
             def run(self, *args: Any) -> Any:
-                used.append((self._name, self._model.running))
+                used.append((self._name, self._model.rendering))
                 return self._real.run(*args)
 
         setattr(model, name, Spy(real, name, model))
@@ -257,8 +257,8 @@ async def test_a_run_beside_another_is_single_threaded_and_sounds_the_same(engin
     finally:
         model.session, model.narrow = model.session._real, model.narrow._real
     assert together == [alone, alone]
-    assert ("narrow", 2) in used  # a run that started while the other ran went single-threaded
-    assert all(n == "session" for n, running in used if running == 1)
+    assert ("narrow", 2) in used  # a segment rendered beside the other went single-threaded
+    assert all(n == "session" for n, rendering in used if rendering == 1)
 
 
 async def test_compatibility_parameters_are_accepted_and_change_nothing(engine: PiperEngine) -> None:

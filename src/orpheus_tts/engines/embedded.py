@@ -131,28 +131,34 @@ class _Model:
     has_durations: bool = False
     """Whether the graph's second output is the phoneme-duration tensor (frames per phoneme id)."""
     narrow: Any = None
-    """The same graph with one thread per run, for runs that start while another is running (or ``None``)."""
-    running: int = 0
-    """Runs in progress (changed under :attr:`lock`)."""
+    """The same graph with one thread per run, for segments rendered beside another one (or ``None``)."""
+    rendering: int = 0
+    """Segments being rendered now (changed under :attr:`lock`)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
-    def session_for_run(self) -> Iterator[Any]:
-        """The session a run that starts now should use.
-
-        Alone, a run gets every intra-op thread (one segment is then fastest);
-        with another run in progress it runs single-threaded beside it, since
-        two runs each spreading over all cores fight over them (``bench.engine``
-        measures both; ``docs/scheduling.md`` quotes it).
-        """
+    def segment(self) -> Iterator[None]:
+        """One segment being rendered, from its text to its audio (see :meth:`session_now`)."""
         with self.lock:
-            session = self.narrow if self.running and self.narrow is not None else self.session
-            self.running += 1
+            self.rendering += 1
         try:
-            yield session
+            yield
         finally:
             with self.lock:
-                self.running -= 1
+                self.rendering -= 1
+
+    def session_now(self) -> Any:
+        """The session a run of a segment should use now.
+
+        A segment rendered alone gets every intra-op thread (one segment is
+        then fastest); one rendered while another is, runs single-threaded,
+        since two runs each spreading over all cores fight over them
+        (``bench.engine_threads`` measures both; ``docs/scheduling.md``
+        quotes it). Counting whole segments rather than model runs keeps the
+        choice steady while the other segment is phonemized or resampled.
+        """
+        with self.lock:
+            return self.narrow if self.rendering > 1 and self.narrow is not None else self.session
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ class PiperEngine:
         adaptive_threads: bool = True,
     ) -> None:
         self.adaptive_threads = adaptive_threads
-        """A run that starts beside another uses one intra-op thread (see :meth:`_Model.session_for_run`)."""
+        """A segment rendered beside another uses one intra-op thread (see :meth:`_Model.session_now`)."""
         self.first_clause_min_words = first_clause_min_words
         """Cut the first sentence after its first clause of this many words (``None``: never)."""
         self.capacity = _default_capacity() if capacity is None else capacity
@@ -347,7 +353,8 @@ class PiperEngine:
             self.stats.segments_started += 1
         started = time.perf_counter()
         try:
-            audio, spans = self._segment_audio(model, segment, settings, rng)
+            with model.segment():
+                audio, spans = self._segment_audio(model, segment, settings, rng)
             words = align_words(text_words(segment), spans, lambda w: _word_phonemes(model, w)) if timed else []
         except Exception as exc:
             raise EngineError(f"synthesis failed: {exc}") from exc
@@ -411,8 +418,7 @@ class PiperEngine:
         }
         for name in model.noise_inputs:
             inputs[name] = rng.standard_normal(values, dtype=np.float32)
-        with model.session_for_run() as session:
-            outputs = session.run(None, inputs)
+        outputs = model.session_now().run(None, inputs)
         audio = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
         if not model.has_durations or len(outputs) < 2:
             return audio, None
