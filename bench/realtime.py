@@ -11,7 +11,11 @@ behind an in-process gateway. In each round, in the same run:
   at once. Measured: first token to first audio; playback gaps (a player that
   starts at the first audio and plays every sample in order: time it waits
   for audio that has not arrived); ``cancel`` to ``cancelled`` (a second
-  context, cancelled after its first audio).
+  context, cancelled after its first audio). Two gateways on the same
+  workers take turns: the default, whose contexts' first segment may end at
+  a one-word opening clause ("Sure,"), and one with that cut off
+  (``--realtime-opening-min-words 0``), reported as
+  ``realtime_without_opening``.
 
 Targets (the issue's): first audio within 1.3x v1's time to first audio for
 the first sentence alone; no playback gaps at 1 and 8 sessions on the
@@ -50,6 +54,9 @@ SMOKE_ANSWER = "Sure, I can help. The museum opens at nine. Tickets cost twelve 
 DEFAULT_TOKENS_PER_S = 30.0
 CANCEL_TEXT = "This context is cancelled as soon as its first audio arrives, in the middle of a sentence. " * 3
 RATE_HZ = 24_000
+VARIANTS = {"realtime": 1, "realtime_without_opening": 0}
+"""Realtime results key -> the gateway's ``opening_min_words``: the default (a context's first segment may
+end at a one-word opening clause such as "Sure,") and that cut off, side by side on the same workers."""
 
 
 def _tokens(text: str) -> list[str]:
@@ -80,10 +87,12 @@ def playback_gaps(arrivals: list[tuple[float, float]]) -> tuple[float, int]:
 
 
 @contextlib.contextmanager
-def stack(engine: str, workers: int, capacity: int | None) -> Iterator[str]:
+def stack(engine: str, workers: int, capacity: int | None) -> Iterator[dict[str, str]]:
+    """The workers, and a gateway in front of them per variant of :data:`VARIANTS` (its base URL)."""
     from bench.common import orpheus_process
     from orpheus_tts.gateway.app import create_app
     from orpheus_tts.gateway.config import GatewayConfig
+    from orpheus_tts.realtime.limits import RealtimeLimits
     from orpheus_tts.serving.local import run_server
 
     args = ["worker", "--engine", engine] + (["--capacity", str(capacity)] if capacity else [])
@@ -91,8 +100,13 @@ def stack(engine: str, workers: int, capacity: int | None) -> Iterator[str]:
         args.append("--enable-test-faults")
     with contextlib.ExitStack() as es:
         urls = [es.enter_context(orpheus_process(*args))[0] for _ in range(workers)]
-        gateway = es.enter_context(run_server(create_app(GatewayConfig(workers=tuple(urls), probe_interval_s=0.5))))
-        yield gateway
+        gateways = {}
+        for variant, opening in VARIANTS.items():
+            config = GatewayConfig(
+                workers=tuple(urls), probe_interval_s=0.5, realtime=RealtimeLimits(opening_min_words=opening)
+            )
+            gateways[variant] = es.enter_context(run_server(create_app(config)))
+        yield gateways
 
 
 async def v1_ttfa(tts: Any, text: str, params: dict[str, Any]) -> float:
@@ -157,27 +171,32 @@ async def cancel_latency(tts: Any, params: dict[str, Any]) -> float:
     return float("nan")
 
 
-async def rounds(url: str, args: argparse.Namespace, text: str, params: dict[str, Any]) -> dict[str, Any]:
+async def rounds(urls: dict[str, str], args: argparse.Namespace, text: str, params: dict[str, Any]) -> dict[str, Any]:
     from orpheus_tts.sdk import OrpheusTTS
 
-    out: dict[str, Any] = {"v1_first_sentence_ttfa_s": [], "v1_full_ttfa_s": [], "cancel_s": [], "realtime": {}}
+    out: dict[str, Any] = {"v1_first_sentence_ttfa_s": [], "v1_full_ttfa_s": [], "cancel_s": []}
+    out.update({variant: {} for variant in urls})
     timeline: dict[str, Any] = {}
-    async with OrpheusTTS(url, hedge_ttfb_ms=None) as tts:
-        await v1_ttfa(tts, "Warm up.", params)  # load paths and connections once
+    async with contextlib.AsyncExitStack() as es:
+        clients = {v: await es.enter_async_context(OrpheusTTS(u, hedge_ttfb_ms=None)) for v, u in urls.items()}
+        tts = clients["realtime"]
+        for client in clients.values():
+            await v1_ttfa(client, "Warm up.", params)  # load paths and connections once
         for _ in range(args.rounds):
             out["v1_first_sentence_ttfa_s"].append(await v1_ttfa(tts, _first_sentence(text), params))
             out["v1_full_ttfa_s"].append(await v1_ttfa(tts, text, params))
             for sessions in (1, args.sessions):
-                runs = await asyncio.gather(
-                    *(realtime_run(tts, text, args.tokens_per_s, params) for _ in range(sessions))
-                )
-                bucket = out["realtime"].setdefault(str(sessions), {"first_audio_s": [], "gap_s": [], "gaps": []})
-                for run in runs:
-                    bucket["first_audio_s"].append(run["first_audio_s"])
-                    bucket["gap_s"].append(run["gap_s"])
-                    bucket["gaps"].append(run["gaps"])
-                if sessions == 1:
-                    timeline = {"sent": runs[0]["sent"], "arrivals": runs[0]["arrivals"]}
+                for variant, client in clients.items():  # taking turns: machine noise hits both alike
+                    runs = await asyncio.gather(
+                        *(realtime_run(client, text, args.tokens_per_s, params) for _ in range(sessions))
+                    )
+                    bucket = out[variant].setdefault(str(sessions), {"first_audio_s": [], "gap_s": [], "gaps": []})
+                    for run in runs:
+                        bucket["first_audio_s"].append(run["first_audio_s"])
+                        bucket["gap_s"].append(run["gap_s"])
+                        bucket["gaps"].append(run["gaps"])
+                    if sessions == 1 and variant == "realtime":
+                        timeline = {"sent": runs[0]["sent"], "arrivals": runs[0]["arrivals"]}
             out["cancel_s"].append(await cancel_latency(tts, params))
     out["timeline"] = timeline
     return out
@@ -185,16 +204,18 @@ async def rounds(url: str, args: argparse.Namespace, text: str, params: dict[str
 
 def report(raw: dict[str, Any], args: argparse.Namespace, text: str) -> dict[str, Any]:
     first_sentence = summary(raw["v1_first_sentence_ttfa_s"])
-    realtime = {}
-    for sessions, bucket in raw["realtime"].items():
-        first = summary(bucket["first_audio_s"])
-        realtime[sessions] = {
-            "first_token_to_first_audio_s": first,
-            "ratio_to_v1_first_sentence": first["median"] / first_sentence["median"],
-            "playback_gap_s": summary(bucket["gap_s"]),
-            "sessions_with_gaps": sum(1 for g in bucket["gaps"] if g),
-            "sessions": len(bucket["gaps"]),
-        }
+    variants: dict[str, Any] = {}
+    for variant in VARIANTS:
+        realtime = variants[variant] = {}
+        for sessions, bucket in raw[variant].items():
+            first = summary(bucket["first_audio_s"])
+            realtime[sessions] = {
+                "first_token_to_first_audio_s": first,
+                "ratio_to_v1_first_sentence": first["median"] / first_sentence["median"],
+                "playback_gap_s": summary(bucket["gap_s"]),
+                "sessions_with_gaps": sum(1 for g in bucket["gaps"] if g),
+                "sessions": len(bucket["gaps"]),
+            }
     return {
         "benchmark": "realtime",
         "machine": machine(),
@@ -210,7 +231,7 @@ def report(raw: dict[str, Any], args: argparse.Namespace, text: str) -> dict[str
         },
         "v1_first_sentence_ttfa_s": first_sentence,
         "v1_full_text_ttfa_s": summary(raw["v1_full_ttfa_s"]),
-        "realtime": realtime,
+        **variants,
         "cancel_to_cancelled_s": summary(raw["cancel_s"]),
         "targets": {
             "first_audio_ratio_max": 1.3,
@@ -262,8 +283,8 @@ def plot(raw: dict[str, Any], data: dict[str, Any], name: str, out: Path) -> Pat
 
 async def measure(args: argparse.Namespace, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     params: dict[str, Any] = {"fault_piece_delay_ms": 5} if args.engine == "test" else {"seed": 1}
-    with stack(args.engine, args.workers, args.capacity) as url:
-        raw = await rounds(url, args, text, params)
+    with stack(args.engine, args.workers, args.capacity) as urls:
+        raw = await rounds(urls, args, text, params)
     return raw, report(raw, args, text)
 
 
@@ -273,9 +294,9 @@ def write(raw: dict[str, Any], data: dict[str, Any], name: str, out: Path) -> No
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     plot(raw, data, name, out)
-    for sessions, r in data["realtime"].items():
+    for variant, sessions, r in ((v, n, r) for v in VARIANTS for n, r in data[v].items()):
         print(
-            f"{sessions} session(s): first audio {r['first_token_to_first_audio_s']['median']:.3f} s "
+            f"{variant}: {sessions} session(s): first audio {r['first_token_to_first_audio_s']['median']:.3f} s "
             f"({r['ratio_to_v1_first_sentence']:.2f}x v1 first sentence), "
             f"gaps {r['playback_gap_s']['median']:.3f} s median, {r['sessions_with_gaps']}/{r['sessions']} with gaps"
         )

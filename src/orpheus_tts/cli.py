@@ -29,6 +29,7 @@ from orpheus_tts.realtime.limits import (
     DEFAULT_MAX_BUFFERED_CHARS,
     DEFAULT_MAX_CONTEXTS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_OPENING_MIN_WORDS,
     DEFAULT_OUTBOX_MESSAGES,
     DEFAULT_PIPELINE_SEGMENTS,
     RealtimeLimits,
@@ -278,6 +279,14 @@ _REALTIME_LIMITS: tuple[tuple[str, str, str, type, Any, str], ...] = (
         int,
         DEFAULT_PIPELINE_SEGMENTS,
         "segments of a context in synthesis at once",
+    ),
+    (
+        "--realtime-opening-min-words",
+        "opening_min_words",
+        "REALTIME_OPENING_MIN_WORDS",
+        int,
+        DEFAULT_OPENING_MIN_WORDS,
+        "a context's first segment may end at a clause after this many words (0: off)",
     ),
     (
         "--realtime-outbox-messages",

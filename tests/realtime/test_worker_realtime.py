@@ -316,3 +316,16 @@ async def test_sockets_contexts_and_first_audio_are_counted_in_metrics() -> None
         for outcome in ("done", "cancelled"):
             assert metric(http_url, "orpheus_realtime_contexts_total", outcome=outcome) == 1, outcome
         assert metric(http_url, "orpheus_realtime_first_audio_seconds_count") == 2
+
+
+@pytest.mark.parametrize(
+    ("opening", "segments"), [(1, ["Sure,", "I can help with that."]), (0, ["Sure, I can help with that."])]
+)
+async def test_the_opening_clause_cut_is_a_setting(opening: int, segments: list[str]) -> None:
+    with realtime_worker(ToneEngine(), RealtimeLimits(opening_min_words=opening)) as (url, _):
+        async with conversation(url) as c:
+            await c.send(type="start", context_id="a")
+            await c.send(type="text", context_id="a", text="Sure, I can help with that. ")
+            await c.send(type="end", context_id="a")
+            await c.until_type("done", "a")
+    assert c.audio("a") == b"".join(render(s) for s in segments)

@@ -137,7 +137,7 @@ class Context:
         self._outbox = outbox
         self._synthesize = synthesize
         self._on_finished = on_finished
-        self._segmenter = Segmenter()
+        self._segmenter = Segmenter(first_clause_min_words=limits.opening_min_words or None)
         self._work: asyncio.Queue[str | _Mark] = asyncio.Queue()
         self._queued_chars = 0
         self._jobs: asyncio.Queue[_Job | _Mark] = asyncio.Queue()

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from orpheus_tts.engines.segmenter import DEFAULT_OPENING_MIN_WORDS
+
 __all__ = [
     "DEFAULT_BUFFER_DELAY_S",
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_MAX_BUFFERED_CHARS",
     "DEFAULT_MAX_CONTEXTS",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_OPENING_MIN_WORDS",
     "DEFAULT_OUTBOX_MESSAGES",
     "DEFAULT_PIPELINE_SEGMENTS",
     "IDLE_CLOSE_CODE",
@@ -57,6 +60,8 @@ class RealtimeLimits:
     """Segments of a context in synthesis at once."""
     outbox_messages: int = DEFAULT_OUTBOX_MESSAGES
     """Audio messages queued for the socket before synthesis waits."""
+    opening_min_words: int = DEFAULT_OPENING_MIN_WORDS
+    """Words before the clause boundary that may end a context's first segment (0: no such cut)."""
 
     def __post_init__(self) -> None:
         for name in ("max_contexts", "max_buffered_chars", "max_message_bytes", "pipeline_segments", "outbox_messages"):
@@ -65,6 +70,8 @@ class RealtimeLimits:
         for name in ("idle_timeout_s", "buffer_delay_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.opening_min_words < 0:
+            raise ValueError(f"opening_min_words must be >= 0, got {self.opening_min_words}")
 
     def announce(self) -> dict[str, Any]:
         """The limits as ``ready`` announces them."""
