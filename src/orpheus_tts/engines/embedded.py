@@ -175,9 +175,9 @@ def _default_capacity() -> int:
 
 
 def _default_intra_op_threads() -> int:
-    # Concurrent runs share one session's intra-op pool, so giving each run all
-    # cores does not multiply threads: on 2 cores, 2 threads per run was 1.7x
-    # faster for one request than 1 thread, and as fast for 2 concurrent ones.
+    # A segment rendered alone uses all of them (on 2 cores 1.7x faster than one
+    # thread); one rendered beside another uses the single-threaded session
+    # (_Model.session_now; bench/results/engine_threads.json).
     return max(1, min(MAX_DEFAULT_INTRA_OP_THREADS, os.cpu_count() or 1))
 
 
