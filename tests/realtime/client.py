@@ -66,6 +66,17 @@ class Conversation:
 
         return await self.until(done)
 
+    async def until_done(self, *context_ids: str) -> None:
+        """Until every one of ``context_ids`` has said ``done``, in whatever order they finish."""
+        while True:
+            waiting = [cid for cid in context_ids if not self.of(cid, "done")]
+            for cid in waiting:
+                if self.of(cid, "error"):
+                    raise AssertionError(f"waiting for 'done' of {cid!r}, got {self.of(cid, 'error')[-1]}")
+            if not waiting:
+                return
+            await self.next()
+
     def of(self, context_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("context_id") == context_id and (kind is None or m["type"] == kind)]
 

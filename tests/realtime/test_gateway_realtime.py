@@ -110,8 +110,7 @@ async def test_a_socket_is_one_stream_of_its_key_quota(tmp_path: Path) -> None:
                 await c.send(type="start", context_id=cid)
                 await c.send(type="text", context_id=cid, text=TEXT)
                 await c.send(type="end", context_id=cid)
-            await c.until_type("done", "a")
-            await c.until_type("done", "b")
+            await c.until_done("a", "b")  # either may finish first: each segment is scheduled by its own lead
             async with websockets.connect(url, additional_headers=headers) as second:
                 refused = json.loads(await second.recv())
                 assert refused["code"] == "rate_limited"

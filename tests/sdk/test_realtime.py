@@ -128,4 +128,4 @@ async def test_a_broken_socket_raises_and_never_replays() -> None:
         with pytest.raises(RemoteProtocolError):
             await listen()
     assert len(received) >= 2
-    assert b"".join(received) == render(TEXT * 5)[: len(b"".join(received))]
+    assert b"".join(received) == _said(TEXT * 5)[: len(b"".join(received))]
