@@ -22,6 +22,10 @@ machine whose load drifts (each row records the load average). A stream that end
 (``overloaded``, ``deadline_exceeded``) is counted by its code; one that
 breaks off without either fails the run.
 
+With the embedded engine the JSON's ``machine`` entry also says how fast the voice ran on
+this machine just before (``embedded_engine_speed``, from
+:func:`bench.engine_threads.engine_speed`): the capacity these figures are bound by.
+
 Writes ``bench/results/concurrency.json`` and ``concurrency.png`` (or
 ``concurrency_smoke.*`` under ``--out`` with ``--smoke``, a reduced run with
 the test engine that the test suite uses).
@@ -50,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, machine, percentile, pyplot
+from bench.engine_threads import engine_speed
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.sdk import OrpheusError, OrpheusTTS
 from orpheus_tts.serving.local import free_port, wait_ready
@@ -396,9 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         params["fault_piece_delay_ms"] = args.test_rtf * TEST_PIECE_S * 1000
     name = args.name or ("concurrency_smoke" if args.smoke else "concurrency")
     load_before = machine()["load_average_1m"]
+    speed = engine_speed() if args.engine == "embedded" else None
     results = _run(args, params)
     report: dict[str, Any] = {
-        "machine": {**machine(), "load_average_1m_before": load_before},
+        "machine": {**machine(), "load_average_1m_before": load_before, "embedded_engine_speed": speed},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "table", "name")},
         "schedulers": results,
         "targets": _targets(results, args.target_level),

@@ -88,20 +88,20 @@ async def _pass(engine: PiperEngine, segments: list[str], at_once: int) -> Pass:
     return result
 
 
-async def measure(rounds: int) -> dict[str, Any]:
+async def measure(rounds: int, policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
     segments = [
         s for text in ANSWERS for s in split_segments(text, first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS)
     ]
     first = {
         s for text in ANSWERS for s in split_segments(text, first_clause_min_words=DEFAULT_FIRST_CLAUSE_MIN_WORDS)[:1]
     }
-    engines = {p: _engine(p) for p in POLICIES}
+    engines = {p: _engine(p) for p in policies}
     for engine in engines.values():
         await engine.start()
     try:
         for engine in engines.values():  # warm up
             await _pass(engine, segments[:2], 2)
-        runs: dict[str, dict[str, list[Pass]]] = {p: {m: [] for m in MODES} for p in POLICIES}
+        runs: dict[str, dict[str, list[Pass]]] = {p: {m: [] for m in MODES} for p in policies}
         for _ in range(rounds):
             for mode, at_once in MODES.items():
                 for policy, engine in engines.items():
@@ -110,7 +110,7 @@ async def measure(rounds: int) -> dict[str, Any]:
         for engine in engines.values():
             await engine.close()
     out: dict[str, Any] = {}
-    for policy in POLICIES:
+    for policy in policies:
         out[policy] = {}
         for mode in MODES:
             rs = runs[policy][mode]
@@ -122,12 +122,23 @@ async def measure(rounds: int) -> dict[str, Any]:
                 "segment_s": summary([t for r in rs for t in r.times.values()]),
                 "first_segment_s": summary(firsts),
             }
-    for policy in POLICIES:
+    for policy in policies if "wide" in out else ():
         for mode in MODES:
             row = out[policy][mode]
             base = out["wide"][mode]
             row["throughput_vs_wide"] = row["audio_s_per_wall_s"] / base["audio_s_per_wall_s"]
     return {"segments": len(segments), "policies": out}
+
+
+def engine_speed(rounds: int = 1) -> dict[str, float]:
+    """How fast the embedded voice runs on this machine now, with its default threads: audio
+    seconds per wall-clock second, one segment at a time and two at once.
+
+    Capacity-bound benchmarks record it beside their results, so that a run on a slower or busier
+    machine reads as such (the same 2-core kind has measured from about 12 to about 22 audio s per
+    s two at once on different days)."""
+    rows = asyncio.run(measure(rounds, ("adaptive",)))["policies"]["adaptive"]
+    return {f"{mode}_audio_s_per_s": rows[mode]["audio_s_per_wall_s"] for mode in MODES}
 
 
 def plot(data: dict[str, Any]) -> None:

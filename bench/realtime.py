@@ -21,6 +21,10 @@ Targets (the issue's): first audio within 1.3x v1's time to first audio for
 the first sentence alone; no playback gaps at 1 and 8 sessions on the
 embedded engine; ``cancelled`` within 100 ms.
 
+With the embedded engine the JSON's ``machine`` entry also says how fast the voice ran on
+this machine just before (``embedded_engine_speed``, from
+:func:`bench.engine_threads.engine_speed`): the capacity these figures are bound by.
+
 Writes ``bench/results/realtime.json`` and ``realtime.png`` (timeline of text
 in and audio out). ``--smoke`` runs a tiny version on the test engine (for the
 suite) and writes ``realtime_smoke.*`` under ``--out``::
@@ -35,13 +39,15 @@ import argparse
 import asyncio
 import contextlib
 import re
+import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, machine, pyplot, summary
+from bench.engine_threads import engine_speed
 
 ANSWER = (
     "Sure, I can help with that. The museum opens at nine in the morning and closes at six. "
@@ -87,7 +93,7 @@ def playback_gaps(arrivals: list[tuple[float, float]]) -> tuple[float, int]:
 
 
 @contextlib.contextmanager
-def stack(engine: str, workers: int, capacity: int | None) -> Iterator[dict[str, str]]:
+def stack(engine: str, workers: int, capacity: int | None, extra: Sequence[str] = ()) -> Iterator[dict[str, str]]:
     """The workers, and a gateway in front of them per variant of :data:`VARIANTS` (its base URL)."""
     from bench.common import orpheus_process
     from orpheus_tts.gateway.app import create_app
@@ -95,7 +101,7 @@ def stack(engine: str, workers: int, capacity: int | None) -> Iterator[dict[str,
     from orpheus_tts.realtime.limits import RealtimeLimits
     from orpheus_tts.serving.local import run_server
 
-    args = ["worker", "--engine", engine] + (["--capacity", str(capacity)] if capacity else [])
+    args = ["worker", "--engine", engine, *extra] + (["--capacity", str(capacity)] if capacity else [])
     if engine == "test":
         args.append("--enable-test-faults")
     with contextlib.ExitStack() as es:
@@ -228,6 +234,7 @@ def report(raw: dict[str, Any], args: argparse.Namespace, text: str) -> dict[str
             "sessions": args.sessions,
             "tokens": len(_tokens(text)),
             "characters": len(text),
+            "worker_args": args.worker_args,
         },
         "v1_first_sentence_ttfa_s": first_sentence,
         "v1_full_text_ttfa_s": summary(raw["v1_full_ttfa_s"]),
@@ -283,7 +290,7 @@ def plot(raw: dict[str, Any], data: dict[str, Any], name: str, out: Path) -> Pat
 
 async def measure(args: argparse.Namespace, text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     params: dict[str, Any] = {"fault_piece_delay_ms": 5} if args.engine == "test" else {"seed": 1}
-    with stack(args.engine, args.workers, args.capacity) as urls:
+    with stack(args.engine, args.workers, args.capacity, shlex.split(args.worker_args)) as urls:
         raw = await rounds(urls, args, text, params)
     return raw, report(raw, args, text)
 
@@ -313,12 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-s", type=float, default=DEFAULT_TOKENS_PER_S)
     parser.add_argument("--smoke", action="store_true", help="a tiny run on the test engine")
     parser.add_argument("--out", default=str(RESULTS_DIR))
+    parser.add_argument("--name", default=None, help="results file name (default: realtime)")
+    parser.add_argument("--worker-args", default="", help="more flags for the workers")
     args = parser.parse_args(argv)
     if args.smoke:
         args.engine, args.rounds, args.sessions = "test", 1, 2
     text = SMOKE_ANSWER if args.smoke else ANSWER
+    speed = None if args.smoke or args.engine != "embedded" else engine_speed()
     raw, data = asyncio.run(measure(args, text))
-    write(raw, data, "realtime_smoke" if args.smoke else "realtime", Path(args.out))
+    data["machine"]["embedded_engine_speed"] = speed
+    write(raw, data, args.name or ("realtime_smoke" if args.smoke else "realtime"), Path(args.out))
     return 0
 
 

@@ -29,6 +29,7 @@ from orpheus_tts.realtime.limits import (
     DEFAULT_MAX_BUFFERED_CHARS,
     DEFAULT_MAX_CONTEXTS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_OPENING_MAX_OTHERS,
     DEFAULT_OPENING_MIN_WORDS,
     DEFAULT_OUTBOX_MESSAGES,
     DEFAULT_PIPELINE_SEGMENTS,
@@ -287,6 +288,14 @@ _REALTIME_LIMITS: tuple[tuple[str, str, str, type, Any, str], ...] = (
         int,
         DEFAULT_OPENING_MIN_WORDS,
         "a context's first segment may end at a clause after this many words (0: off)",
+    ),
+    (
+        "--realtime-opening-max-others",
+        "opening_max_others",
+        "REALTIME_OPENING_MAX_OTHERS",
+        int,
+        DEFAULT_OPENING_MAX_OTHERS,
+        "the opening cut applies only while at most this many other contexts are starting",
     ),
     (
         "--realtime-outbox-messages",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from typing import Any
 
 import pytest
@@ -276,10 +277,12 @@ async def test_later_segments_are_requested_with_the_audio_their_listener_still_
     with realtime_worker(ToneEngine(compute_s_per_audio_s=0.25)) as (url, app):
         service = app.state.service
         leads: list[float] = []
+        asked: list[float] = []
         prepare = service.prepare
 
         async def recording(request: Any) -> Any:
             leads.append(request.playback_lead_s)
+            asked.append(time.monotonic())
             return await prepare(request)
 
         service.prepare = recording
@@ -288,11 +291,17 @@ async def test_later_segments_are_requested_with_the_audio_their_listener_still_
             await c.send(type="text", context_id="a", text=TEXT)
             await c.send(type="end", context_id="a")
             await c.until_type("done", "a")
-    assert len(leads) == len(_segments(TEXT))
+    segments = _segments(TEXT)
+    assert len(leads) == len(segments)
     assert leads[0] == 0.0, "nothing is playing before the first segment"
-    assert all(lead > 0 for lead in leads[1:]), leads
-    audio_s = len(c.audio("a")) / (2 * 24_000)
-    assert max(leads) < audio_s
+    # Each later segment is asked for once the audio before it is all there, so its lead is at
+    # least that audio less the time since the first request (the listener started later than
+    # that): a segment asked for at its predecessor's first chunk would say only that chunk.
+    before_s = 0.0
+    for k in range(1, len(segments)):
+        before_s += len(render(segments[k - 1])) / (2 * 24_000)
+        assert leads[k] >= before_s - (asked[k] - asked[0]) - 0.002, (k, leads, before_s)
+        assert leads[k] <= before_s + 0.001
 
 
 async def test_sockets_contexts_and_first_audio_are_counted_in_metrics() -> None:
@@ -329,3 +338,39 @@ async def test_the_opening_clause_cut_is_a_setting(opening: int, segments: list[
             await c.send(type="end", context_id="a")
             await c.until_type("done", "a")
     assert c.audio("a") == b"".join(render(s) for s in segments)
+
+
+@pytest.mark.parametrize("max_others", [0, 1])
+async def test_the_opening_cut_waits_while_other_contexts_are_starting(max_others: int) -> None:
+    """A one-word opening is for a context that starts alone: beside another context that is still
+    before its second segment (on any socket), the first segment is the whole first sentence."""
+    limits = RealtimeLimits(opening_max_others=max_others)
+    with realtime_worker(ToneEngine(), limits) as (url, app):
+        service = app.state.service
+        texts: list[str] = []
+        prepare = service.prepare
+
+        async def recording(request: Any) -> Any:
+            texts.append(request.text)
+            return await prepare(request)
+
+        service.prepare = recording
+        async with conversation(url) as first, conversation(url) as second:
+            await first.send(type="start", context_id="a")
+            await first.send(type="text", context_id="a", text="Sure, I can")  # its opening, then it waits
+            await first.until_type("audio", "a")
+            await second.send(type="start", context_id="b")
+            await second.send(type="text", context_id="b", text="Sure, I can help with that. ")
+            await second.send(type="end", context_id="b")
+            await second.until_type("done", "b")
+            await first.send(type="text", context_id="a", text=" help with that. ")
+            await first.send(type="end", context_id="a")
+            await first.until_type("done", "a")
+            await second.send(type="start", context_id="c")  # starts alone again
+            await second.send(type="text", context_id="c", text="Sure, I can help with that. ")
+            await second.send(type="end", context_id="c")
+            await second.until_type("done", "c")
+    cut, whole = ["Sure,", "I can help with that."], ["Sure, I can help with that."]
+    assert second.audio("b") == b"".join(render(s) for s in (cut if max_others else whole))
+    assert first.audio("a") == second.audio("c") == b"".join(render(s) for s in cut)
+    assert texts.count("Sure,") == (3 if max_others else 2), texts

@@ -78,6 +78,11 @@ class Segmenter:
         return len(self._pending)
 
     @property
+    def opened(self) -> bool:
+        """Whether a segment has been handed out: ``first_clause_min_words`` no longer matters."""
+        return self._opened
+
+    @property
     def has_words(self) -> bool:
         """Whether the buffer holds anything to say."""
         return bool(self._pending.strip())

@@ -5,10 +5,12 @@ Three stages, each bounded:
 - the **segmenter** cuts the text as it arrives (and after the buffer delay,
   the complete words that have waited that long);
 - the **dispatcher** starts a segment's synthesis once it is cut and the
-  segment before it has produced its first audio, with at most
-  ``pipeline_segments`` segments in synthesis at once, so the next one is
-  being synthesized while the current one is sent (and the first one has the
-  engine to itself);
+  segment before it is complete, with at most ``pipeline_segments`` segments
+  received and not yet sent, so the next one is being synthesized while the
+  current one is sent and heard; the first one has the engine to itself, and
+  each request says exactly how much of the context's audio its listener
+  still has to hear (``playback_lead_s``), which is what the worker schedules
+  it by;
 - the **sender** relays each segment's audio, in order, re-encoded to the
   context's output format, into the socket's :class:`Outbox` (which waits while
   the client is behind: backpressure).
@@ -43,7 +45,7 @@ from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.realtime.messages import Start, audio_message, error_message
 from orpheus_tts.realtime.outbox import Outbox
 
-__all__ = ["Context", "SynthesizeSegment"]
+__all__ = ["Context", "Openings", "SynthesizeSegment"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,35 @@ The caller closes the iterator (``aclose``) when done or cancelled."""
 
 SEGMENT_FRAMES_BUFFERED = 8
 """Frames of one segment held between its synthesis and the sender."""
+
+
+OPENING_SEGMENTS = 2
+"""A context is starting from its first text until this many of its segments are sent: the opening
+and the segment that must follow it before the opening's audio has played."""
+
+
+class Openings:
+    """The contexts of one server that are starting (see :data:`OPENING_SEGMENTS`), across its sockets.
+
+    A context cuts its first segment at an opening clause ("Sure,") only while at most
+    ``RealtimeLimits.opening_max_others`` others are starting. Alone, that brings its first audio
+    forward and its next segment is ready long before the opening has played; with many contexts
+    starting at once on a busy engine, every opening's next segment is due within a fraction of a
+    second and some cannot be, so then the first segment is the whole first sentence.
+    """
+
+    def __init__(self) -> None:
+        self._starting: set[object] = set()
+
+    @property
+    def starting(self) -> int:
+        return len(self._starting)
+
+    def begin(self, context: object) -> None:
+        self._starting.add(context)
+
+    def done(self, context: object) -> None:
+        self._starting.discard(context)
 
 
 @dataclass(frozen=True)
@@ -75,8 +106,9 @@ class _Job:
 
     def __init__(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
         self.frames: asyncio.Queue[Frame | _Failed] = asyncio.Queue(SEGMENT_FRAMES_BUFFERED)
-        self.audible = asyncio.Event()
-        """Set at the segment's first audio (or its end): the next segment may start."""
+        self.complete = asyncio.Event()
+        """Set when the segment's stream has ended (all its audio received, or it failed): the next
+        segment may start, and the audio before it is known to the sample."""
         self.received_s = 0.0
         """Seconds of audio of the segment received so far."""
         self.task = asyncio.get_running_loop().create_task(self._run(synthesize, request))
@@ -85,7 +117,7 @@ class _Job:
         try:
             await self._relay(synthesize, request)
         finally:
-            self.audible.set()
+            self.complete.set()
 
     async def _relay(self, synthesize: SynthesizeSegment, request: TTSRequest) -> None:
         try:
@@ -101,7 +133,6 @@ class _Job:
             async for frame in stream:
                 if isinstance(frame, ChunkFrame):
                     self.received_s += frame.samples / SAMPLE_RATE_HZ
-                    self.audible.set()
                 await self.frames.put(frame)
                 if isinstance(frame, (EosFrame, ErrorFrame)):
                     return
@@ -127,6 +158,7 @@ class Context:
         outbox: Outbox,
         synthesize: SynthesizeSegment,
         on_finished: Callable[[Context], None],
+        openings: Openings | None = None,
     ) -> None:
         self.id = start.context_id
         self.start = start
@@ -138,6 +170,8 @@ class Context:
         self._synthesize = synthesize
         self._on_finished = on_finished
         self._segmenter = Segmenter(first_clause_min_words=limits.opening_min_words or None)
+        self._openings = Openings() if openings is None else openings
+        self._segments_sent = 0
         self._work: asyncio.Queue[str | _Mark] = asyncio.Queue()
         self._queued_chars = 0
         self._jobs: asyncio.Queue[_Job | _Mark] = asyncio.Queue()
@@ -181,6 +215,11 @@ class Context:
             return
         if self.first_text_at is None and text.strip():
             self.first_text_at = asyncio.get_running_loop().time()
+            self._openings.begin(self)
+        if not self._segmenter.opened and self.limits.opening_min_words:
+            others = self._openings.starting - 1
+            cut = others <= self.limits.opening_max_others
+            self._segmenter.first_clause_min_words = self.limits.opening_min_words if cut else None
         self._enqueue(self._segmenter.feed(text))
         self._arm_timer()
 
@@ -278,9 +317,11 @@ class Context:
             job = _Job(self._synthesize, self._request(item))
             self._live.add(job)
             self._jobs.put_nowait(job)
-            # The next segment starts once this one is heard: the first one gets the engine to
-            # itself (the soonest first audio), and later ones are still ready before they are due.
-            await job.audible.wait()
+            # The next segment starts once this one is complete. Its request then carries the exact
+            # audio still unheard: requested at this one's first chunk, it would say only that chunk
+            # (0.2 s where the segment has 3 s), and the worker would serve it as urgent ahead of
+            # segments that are. The first segment also gets the engine to itself.
+            await job.complete.wait()
 
     async def _send(self) -> None:
         while True:
@@ -302,6 +343,9 @@ class Context:
             if not ok:
                 return
             self._unsent -= 1
+            self._segments_sent += 1
+            if self._segments_sent >= OPENING_SEGMENTS:
+                self._openings.done(self)
 
     async def _send_segment(self, job: _Job) -> bool:
         """Relay one segment's audio; False if it failed (the context has ended)."""
@@ -343,6 +387,7 @@ class Context:
             return False
         self._finished = True
         self.outcome = outcome
+        self._openings.done(self)
         self._cancel_timer()
         current = asyncio.current_task()
         for task in self._tasks:

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_MAX_BUFFERED_CHARS",
     "DEFAULT_MAX_CONTEXTS",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_OPENING_MAX_OTHERS",
     "DEFAULT_OPENING_MIN_WORDS",
     "DEFAULT_OUTBOX_MESSAGES",
     "DEFAULT_PIPELINE_SEGMENTS",
@@ -33,6 +34,9 @@ DEFAULT_BUFFER_DELAY_S = 0.3
 """Seconds of no new text after which the complete words buffered so far are synthesized."""
 DEFAULT_PIPELINE_SEGMENTS = 2
 """Segments of one context in synthesis at once: the one being sent and the next."""
+DEFAULT_OPENING_MAX_OTHERS = 0
+"""A context's first segment is cut at its opening clause only while at most this many other
+contexts of the same server are between their first text and their second segment sent."""
 DEFAULT_OUTBOX_MESSAGES = 64
 """Audio messages queued for a socket that is not reading before synthesis waits (backpressure)."""
 
@@ -62,6 +66,10 @@ class RealtimeLimits:
     """Audio messages queued for the socket before synthesis waits."""
     opening_min_words: int = DEFAULT_OPENING_MIN_WORDS
     """Words before the clause boundary that may end a context's first segment (0: no such cut)."""
+    opening_max_others: int = DEFAULT_OPENING_MAX_OTHERS
+    """The opening cut applies only while at most this many other contexts of the server are
+    starting (first text in, second segment not yet sent): a one-word first segment leaves its
+    next one a fraction of a second, which a loaded engine cannot meet for many at once."""
 
     def __post_init__(self) -> None:
         for name in ("max_contexts", "max_buffered_chars", "max_message_bytes", "pipeline_segments", "outbox_messages"):
@@ -70,8 +78,9 @@ class RealtimeLimits:
         for name in ("idle_timeout_s", "buffer_delay_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.opening_min_words < 0:
-            raise ValueError(f"opening_min_words must be >= 0, got {self.opening_min_words}")
+        for name in ("opening_min_words", "opening_max_others"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def announce(self) -> dict[str, Any]:
         """The limits as ``ready`` announces them."""

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 
 from orpheus_tts.protocol import ErrorCode, ServiceError
-from orpheus_tts.realtime.context import Context, SynthesizeSegment
+from orpheus_tts.realtime.context import Context, Openings, SynthesizeSegment
 from orpheus_tts.realtime.formats import OUTPUT_FORMATS, UnknownFormatError, parse_output_format
 from orpheus_tts.realtime.limits import RealtimeLimits
 from orpheus_tts.realtime.messages import (
@@ -45,6 +45,7 @@ class RealtimeSession:
         outbox: Outbox,
         validate: ValidateStart | None = None,
         on_context_finished: Callable[[Context], None] | None = None,
+        openings: Openings | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self._on_context_finished = on_context_finished
@@ -53,6 +54,8 @@ class RealtimeSession:
         self._synthesize = synthesize
         self._validate = validate
         self.contexts: dict[str, Context] = {}
+        self._openings = Openings() if openings is None else openings
+        """Shared by the server's sockets: which contexts are starting (see :class:`Openings`)."""
         self._handled = 0
 
     @property
@@ -133,7 +136,9 @@ class RealtimeSession:
         except ServiceError as exc:
             self.outbox.put(error_message(exc.code, exc.message, cid))
             return
-        self.contexts[cid] = Context(start, fmt, self.limits, self.outbox, self._synthesize, self._forget)
+        self.contexts[cid] = Context(
+            start, fmt, self.limits, self.outbox, self._synthesize, self._forget, self._openings
+        )
 
     def _forget(self, context: Context) -> None:
         if self.contexts.get(context.id) is context:

@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from orpheus_tts.protocol import ErrorCode, ServiceError
-from orpheus_tts.realtime.context import Context, SynthesizeSegment
+from orpheus_tts.realtime.context import Context, Openings, SynthesizeSegment
 from orpheus_tts.realtime.limits import IDLE_CLOSE_CODE, UNAUTHORIZED_CLOSE_CODE, RealtimeLimits
 from orpheus_tts.realtime.messages import Auth, MessageError, error_message, parse_client_message
 from orpheus_tts.realtime.outbox import Outbox
@@ -56,6 +56,8 @@ class RealtimeBackend:
     """Browser origins allowed besides the server's own (``*``: any), as ``HttpSettings.allow_origins``."""
     metrics: ServiceMetrics | None = None
     """Where open sockets, contexts by outcome and each context's time to first audio are counted."""
+    openings: Openings = field(default_factory=Openings)
+    """The server's contexts that are starting, across its sockets (see :class:`Openings`)."""
 
 
 async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None:
@@ -80,7 +82,12 @@ async def serve_realtime(websocket: WebSocket, backend: RealtimeBackend) -> None
     outbox = Outbox(limits.outbox_messages)
     metrics = backend.metrics
     session = RealtimeSession(
-        synthesize, limits, outbox, backend.validate, None if metrics is None else _observer(metrics)
+        synthesize,
+        limits,
+        outbox,
+        backend.validate,
+        None if metrics is None else _observer(metrics),
+        backend.openings,
     )
     outbox.put(session.ready_message())
     writer = asyncio.get_running_loop().create_task(_write(websocket, outbox))

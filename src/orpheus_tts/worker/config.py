@@ -34,7 +34,11 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_MAX_CHUNK_SAMPLES = 4_800
 DEFAULT_RETRY_AFTER_S = 1.0
 DEFAULT_SCHEDULER: Literal["deadline", "fifo"] = "deadline"
-DEFAULT_PLAYBACK_MARGIN_S = 1.0
+DEFAULT_PLAYBACK_MARGIN_S = 2.0
+"""A stream's next piece is due this long before its listener would run dry. It is also how far
+behind an established stream a newcomer's first piece may be kept: a stream with less audio in hand
+than this goes first. 1 s let many streams starting at once all get their first audio and then run
+dry together (``bench/results/concurrency_margin_1.json``, ``realtime_margin_1.json``)."""
 DEFAULT_MAX_STREAMS = 64
 DEFAULT_TARGET_UTILIZATION = 0.8
 DEFAULT_RTF_WINDOW_PIECES = 64
