@@ -134,6 +134,33 @@ async def test_a_segment_whose_listener_still_holds_audio_yields_to_a_newcomer(l
         assert _pieces_of(engine, later)[0] < _pieces_of(engine, newcomer)[0], "equal deadlines: arrival order"
 
 
+async def test_a_continuing_segment_is_due_earlier_by_the_time_a_piece_takes() -> None:
+    # A 2.9 s piece at a fifth of real time takes 0.58 s. A later segment of that length whose
+    # listener runs dry 0.3 s after the margin would, counted from its arrival alone, come after a
+    # newcomer who arrives within those 0.3 s; it must start its own compute time before that, so
+    # it goes first (a v1 stream's later pieces are due earlier by their previous piece's time too).
+    engine = ToneEngine(capacity=1, compute_s_per_audio_s=0.2, piece_samples=72_000, faults=True)
+    config = WorkerConfig(max_queue=4)
+    app = create_app(engine, config)
+    service, scheduler = app.state.service, app.state.service.scheduler
+    later, newcomer = ("Later " * 48).strip() + ".", "A newcomer says hello."
+    with run_server(app) as url:
+        warm_up = ("Warm " * 58).strip() + "."  # 2.9 s of tone: one piece, 0.58 s of compute
+        await stream_tts(url, {"text": f"{warm_up} {warm_up}"})
+        assert service.first_piece_compute_s(later) >= 0.5
+        assert scheduler.stream_capacity >= 3
+        hog = asyncio.ensure_future(stream_tts(url, {"text": "hog", "fault_first_delay_ms": 1500}))
+        assert await eventually(lambda: scheduler.slots.busy == 1)
+        lead_s = config.playback_margin_s + 0.3
+        first = asyncio.ensure_future(stream_tts(url, {"text": later, "playback_lead_s": lead_s}))
+        assert await eventually(lambda: scheduler.slots.waiting == 1)
+        second = asyncio.ensure_future(stream_tts(url, {"text": newcomer}))
+        assert await eventually(lambda: scheduler.slots.waiting == 2)
+        results = await asyncio.wait_for(asyncio.gather(first, second, hog), 30)
+    assert [r.status for r in results] == [200, 200, 200]
+    assert _pieces_of(engine, later)[0] < _pieces_of(engine, newcomer)[0], "the listener would run dry"
+
+
 async def test_admission_refuses_when_the_estimated_capacity_is_reached() -> None:
     # 1 s pieces at a quarter of real time: one slot keeps about 4 streams ahead of their listeners.
     engine = ToneEngine(capacity=1, compute_s_per_audio_s=0.25, piece_samples=24_000)

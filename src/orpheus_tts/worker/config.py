@@ -38,7 +38,8 @@ DEFAULT_PLAYBACK_MARGIN_S = 2.0
 """A stream's next piece is due this long before its listener would run dry. It is also how far
 behind an established stream a newcomer's first piece may be kept: a stream with less audio in hand
 than this goes first. 1 s let many streams starting at once all get their first audio and then run
-dry together (``bench/results/concurrency_margin_1.json``, ``realtime_margin_1.json``)."""
+dry together, and 3 s delayed first audio (``bench/results/concurrency_margin_1.json``,
+``concurrency_margin_3.json``)."""
 DEFAULT_MAX_STREAMS = 64
 DEFAULT_TARGET_UTILIZATION = 0.8
 DEFAULT_RTF_WINDOW_PIECES = 64

@@ -27,6 +27,7 @@ from orpheus_tts.engines.base import (
     validate_params,
 )
 from orpheus_tts.engines.pacing import playing
+from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import (
     AUDIO_FORMAT,
     HEADER_AUDIO_FORMAT,
@@ -49,7 +50,7 @@ from orpheus_tts.protocol import (
 from orpheus_tts.serving.metrics import ServiceMetrics
 from orpheus_tts.serving.streaming import PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
-from orpheus_tts.worker.deadline import DeadlineScheduler, StreamClock
+from orpheus_tts.worker.deadline import ComputePerChar, DeadlineScheduler, StreamClock
 from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
 from orpheus_tts.worker.timed import timed_pieces
 
@@ -75,6 +76,8 @@ class _Stream:
     clock: StreamClock
     deadline: float
     timing: _Timing
+    chars: int
+    """Characters of the request's text."""
 
 
 def create_scheduler(config: WorkerConfig, capacity: int) -> Scheduler:
@@ -99,6 +102,7 @@ class SynthesisService:
         self.config = config
         self.metrics = metrics
         self.scheduler = create_scheduler(config, config.capacity or engine.capacity)
+        self.compute_per_char = ComputePerChar(config.rtf_window_pieces)
         metrics.stream_capacity.labels(metrics.role).set_function(lambda: self.scheduler.stream_capacity)
 
     def validate(self, request: TTSRequest) -> tuple[str, dict[str, Any]]:
@@ -135,8 +139,11 @@ class SynthesisService:
             deadline=deadline,
             margin_s=self.config.playback_margin_s,
             held_s=request.playback_lead_s,
+            next_compute_s=self.first_piece_compute_s(request.text) if request.playback_lead_s > 0 else 0.0,
         )
-        stream = _Stream(timed_pieces(self.engine, request, voice, params), admission, clock, deadline, timing)
+        stream = _Stream(
+            timed_pieces(self.engine, request, voice, params), admission, clock, deadline, timing, len(request.text)
+        )
         try:
             first = await self._next_piece(stream)
         except BaseException as exc:
@@ -163,6 +170,16 @@ class SynthesisService:
         }
         body = self._frames(stream, first, hints)
         return PreparedStream(body=body, media_type=NDJSON_MEDIA_TYPE, headers=headers)
+
+    def first_piece_compute_s(self, text: str) -> float:
+        """How long the first segment of ``text`` takes to synthesize now, estimated from the
+        compute per character of the recent complete streams (0 before any).
+
+        A stream's later pieces are due earlier by its previous piece's time; a request that
+        continues a listener's audio (``playback_lead_s``, a realtime segment) has no previous
+        piece of its own, so its first is due earlier by this instead."""
+        segments = split_segments(text)
+        return self.compute_per_char.estimate(len(segments[0])) if segments else 0.0
 
     async def _next_piece(self, stream: _Stream) -> TimedPiece | None:
         """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``.
@@ -253,6 +270,7 @@ class SynthesisService:
             # The work is complete once eos exists: a consumer that stops reading at eos (the
             # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
+            self.compute_per_char.add(timing.compute_s, stream.chars)
             yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
         finally:
             await self._finish(stream, outcome)
