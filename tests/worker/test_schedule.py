@@ -112,6 +112,18 @@ async def test_cancelling_a_stream_frees_its_pending_pieces() -> None:
     assert _pieces_of(engine, "I hang up.") == [], "the hung-up stream's piece was never computed"
 
 
+async def _later_then_newcomer(url: str, scheduler: Any, later: str, lead_s: float, newcomer: str) -> list[Any]:
+    """While a hog holds the only slot, a later segment (``lead_s`` of audio in hand) and then a
+    newcomer queue for it; their results, and the hog's, once the slot has served them."""
+    hog = asyncio.ensure_future(stream_tts(url, {"text": "hog", "fault_first_delay_ms": 1500}))
+    assert await eventually(lambda: scheduler.slots.busy == 1)
+    first = asyncio.ensure_future(stream_tts(url, {"text": later, "playback_lead_s": lead_s}))
+    assert await eventually(lambda: scheduler.slots.waiting == 1)
+    second = asyncio.ensure_future(stream_tts(url, {"text": newcomer}))
+    assert await eventually(lambda: scheduler.slots.waiting == 2)
+    return list(await asyncio.wait_for(asyncio.gather(first, second, hog), 30))
+
+
 @pytest.mark.parametrize("lead_s", [0.0, 10.0])
 async def test_a_segment_whose_listener_still_holds_audio_yields_to_a_newcomer(lead_s: float) -> None:
     later, newcomer = "A later segment of a session.", "A newcomer says hello."
@@ -119,13 +131,7 @@ async def test_a_segment_whose_listener_still_holds_audio_yields_to_a_newcomer(l
         scheduler = service.scheduler
         await stream_tts(url, {"text": "Warm up the estimate. " * 3})
         assert scheduler.stream_capacity >= 3
-        hog = asyncio.ensure_future(stream_tts(url, {"text": "hog", "fault_first_delay_ms": 1500}))
-        assert await eventually(lambda: scheduler.slots.busy == 1)
-        first = asyncio.ensure_future(stream_tts(url, {"text": later, "playback_lead_s": lead_s}))
-        assert await eventually(lambda: scheduler.slots.waiting == 1)
-        second = asyncio.ensure_future(stream_tts(url, {"text": newcomer}))
-        assert await eventually(lambda: scheduler.slots.waiting == 2)
-        results = await asyncio.wait_for(asyncio.gather(first, second, hog), 30)
+        results = await _later_then_newcomer(url, scheduler, later, lead_s, newcomer)
     assert [r.status for r in results] == [200, 200, 200]
     assert results[0].pcm == render(later)
     if lead_s:
@@ -149,14 +155,8 @@ async def test_a_continuing_segment_is_due_earlier_by_the_time_a_piece_takes() -
         await stream_tts(url, {"text": f"{warm_up} {warm_up}"})
         assert service.first_piece_compute_s(later) >= 0.5
         assert scheduler.stream_capacity >= 3
-        hog = asyncio.ensure_future(stream_tts(url, {"text": "hog", "fault_first_delay_ms": 1500}))
-        assert await eventually(lambda: scheduler.slots.busy == 1)
         lead_s = config.playback_margin_s + 0.3
-        first = asyncio.ensure_future(stream_tts(url, {"text": later, "playback_lead_s": lead_s}))
-        assert await eventually(lambda: scheduler.slots.waiting == 1)
-        second = asyncio.ensure_future(stream_tts(url, {"text": newcomer}))
-        assert await eventually(lambda: scheduler.slots.waiting == 2)
-        results = await asyncio.wait_for(asyncio.gather(first, second, hog), 30)
+        results = await _later_then_newcomer(url, scheduler, later, lead_s, newcomer)
     assert [r.status for r in results] == [200, 200, 200]
     assert _pieces_of(engine, later)[0] < _pieces_of(engine, newcomer)[0], "the listener would run dry"
 
