@@ -384,6 +384,24 @@ async def test_a_hedged_race_measures_its_loser_before_closing_it(make_router: C
     assert slow.ttfb.floor_ms == 0.0, "a real sample, not a lower bound"
 
 
+async def test_a_loser_still_being_measured_is_not_chosen_again_meanwhile(make_router: Callable[..., Router]) -> None:
+    # The slow endpoint looks fastest, so it is the primary; the hedge wins at ~50 ms while the
+    # loser goes on to its first audio at 400 ms. Until then it counts as at least as slow as it
+    # had waited when the race ended: the next request goes to the winner, not back to the loser.
+    up = Upstreams({"slow": ok(first_delay_s=0.4), "fast": ok()})
+    router = make_router(up, ["slow", "fast"], RoutingSettings(hedge_ttfb_ms=50, hedge_loser_wait_ms=5000))
+    slow, fast = router.endpoints
+    set_ttfb(slow, 0.005)
+    set_ttfb(fast, 0.02)
+    assert pcm_of(await collect(router)) == AUDIO
+    assert (router.stats().hedges_won, slow.inflight) == (1, 1)
+    assert slow.ttfb.floor_ms >= 50, "held at its wait so far while its real latency is measured"
+    assert pcm_of(await collect(router)) == AUDIO
+    assert (up.hits["slow"], up.hits["fast"]) == (1, 2)
+    assert await eventually(lambda: slow.inflight == 0)
+    assert slow.ttfb.floor_ms == 0.0, "its real sample replaced the floor"
+
+
 async def test_a_loser_past_its_wait_is_cancelled_and_counted_as_at_least_that_slow(
     make_router: Callable[..., Router],
 ) -> None:

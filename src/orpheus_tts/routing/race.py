@@ -98,6 +98,14 @@ class Attempt:
         else:
             endpoint.released(self.permit)
 
+    def lost(self) -> None:
+        """Lost a hedged race and still waiting for its first audio, which it goes on to measure:
+        meanwhile it counts as at least as slow as it has waited (held until that real sample),
+        or the endpoint would look as fast as before and get the next request."""
+        now = self.clock()
+        if not self._done and self.first_audio_s is None and self.current:
+            self.endpoint.observe_abandoned(now - self.started, now)
+
     def abandon(self) -> None:
         """Cancelled before its first audio: no verdict, but it took at least this long."""
         if self._done:

@@ -477,7 +477,7 @@ class _Race:
         the background for up to ``hedge_loser_wait_ms`` instead (see
         :func:`_measure_loser`): its real latency, not a lower bound, is what
         the scoring learns, so hedging does not make a slow endpoint look faster
-        than it is.
+        than it is; until then its wait so far is held as a lower bound.
         """
         pending = [t for t in self.tasks if not t.done()]
         wait_s = self.router.settings.hedge_loser_wait_ms / 1000.0
@@ -485,6 +485,7 @@ class _Race:
         for task in pending:
             if task in measured:
                 attempt = self.tasks[task]
+                attempt.lost()
                 attempt.endpoint.run_in_background(_measure_loser(task, attempt), wait_s)
             else:
                 task.cancel()
