@@ -110,9 +110,7 @@ class Attempt:
         """Cancelled before its first audio: no verdict, but it took at least this long."""
         if self._done:
             return
-        now = self.clock()
-        if self.first_audio_s is None and self.current:
-            self.endpoint.observe_abandoned(now - self.started, now)
+        self.lost()
         self.finish("none")
 
 

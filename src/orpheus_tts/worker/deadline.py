@@ -55,7 +55,6 @@ __all__ = [
     "DEFAULT_FREE_LEAD_S",
     "DEFAULT_IDLE_GRACE_S",
     "DEFAULT_URGENT_HORIZON_S",
-    "ComputePerChar",
     "ComputeSlots",
     "DeadlineScheduler",
     "RtfWindow",
@@ -300,7 +299,8 @@ class ComputeSlots:
 
 
 class RtfWindow:
-    """Busy seconds per audio second over the most recent ``size`` pieces."""
+    """Busy seconds per audio second over the most recent ``size`` pieces (or compute seconds per
+    character of text, over complete streams: any ratio of time to work done)."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -332,24 +332,6 @@ class RtfWindow:
         if not self._pieces or self._audio_s <= 0:
             return None
         return max(0.0, self._compute_s) / self._audio_s
-
-
-class ComputePerChar:
-    """Compute seconds per character of text over the most recent ``size`` complete streams."""
-
-    def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError("size must be at least 1")
-        self._streams: deque[tuple[float, int]] = deque(maxlen=size)
-
-    def add(self, compute_s: float, chars: int) -> None:
-        if chars > 0:
-            self._streams.append((compute_s, chars))
-
-    def estimate(self, chars: int) -> float:
-        """Expected compute seconds for ``chars`` characters (0 before any stream)."""
-        total = sum(c for _, c in self._streams)
-        return sum(s for s, _ in self._streams) / total * chars if total else 0.0
 
 
 class _Ticket:

@@ -50,7 +50,7 @@ from orpheus_tts.protocol import (
 from orpheus_tts.serving.metrics import ServiceMetrics
 from orpheus_tts.serving.streaming import PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
-from orpheus_tts.worker.deadline import ComputePerChar, DeadlineScheduler, StreamClock
+from orpheus_tts.worker.deadline import DeadlineScheduler, RtfWindow, StreamClock
 from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
 from orpheus_tts.worker.timed import timed_pieces
 
@@ -102,7 +102,8 @@ class SynthesisService:
         self.config = config
         self.metrics = metrics
         self.scheduler = create_scheduler(config, config.capacity or engine.capacity)
-        self.compute_per_char = ComputePerChar(config.rtf_window_pieces)
+        self.compute_per_char = RtfWindow(config.rtf_window_pieces)
+        """Compute seconds per character of text, over the recent complete streams."""
         metrics.stream_capacity.labels(metrics.role).set_function(lambda: self.scheduler.stream_capacity)
 
     def validate(self, request: TTSRequest) -> tuple[str, dict[str, Any]]:
@@ -179,7 +180,8 @@ class SynthesisService:
         continues a listener's audio (``playback_lead_s``, a realtime segment) has no previous
         piece of its own, so its first is due earlier by this instead."""
         segments = split_segments(text)
-        return self.compute_per_char.estimate(len(segments[0])) if segments else 0.0
+        per_char = self.compute_per_char.value()
+        return per_char * len(segments[0]) if segments and per_char is not None else 0.0
 
     async def _next_piece(self, stream: _Stream) -> TimedPiece | None:
         """The next non-empty piece, ``None`` at the end; raises ``DeadlinePassed``.
