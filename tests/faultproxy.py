@@ -42,6 +42,8 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections = 0
         self.bytes_to_client = 0
+        self.bytes_from_client = 0
+        """Bytes relayed to the target: it grows with every request, on a new connection or a kept-alive one."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -119,6 +121,8 @@ class FaultProxy:
                     if faults.bandwidth_bytes_per_s:
                         await asyncio.sleep(len(data) / faults.bandwidth_bytes_per_s)
                     self.bytes_to_client += len(data)
+                else:
+                    self.bytes_from_client += len(data)
                 writer.write(data)
                 await writer.drain()
                 sent += len(data)
