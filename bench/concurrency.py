@@ -373,7 +373,13 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32])
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0],
+        help="offered Poisson rates, streams/s (finer where a 2-core machine's knee lies)",
+    )
     parser.add_argument("--ramp-s", type=float, default=20.0, help="arrivals per offered rate, seconds")
     parser.add_argument("--jitter-ms", type=float, default=200.0, help="the simulated listener's buffer")
     parser.add_argument("--ttfa-objective-ms", type=float, default=1000.0)
