@@ -43,10 +43,6 @@ COMPLETE = "complete"
 REFUSED = "refused"
 CUT = "cut"
 VIOLATION = "violation"
-WHOLE_THEN_ERROR = "whole_then_error"
-"""Every byte, then an error: what a SIGKILL leaves when it lands after a stream's last chunk and
-before its ``eos`` (the worker learns that the engine has no more only after sending the last chunk).
-Allowed only where a test says so (``tally(whole=...)``) and counted apart."""
 """A stream silently short, or carrying bytes that are not a prefix of its own audio."""
 
 TOTALS: Counter[str] = Counter()
@@ -104,20 +100,11 @@ def verdict(r: Received) -> str:
     return CUT if r.audio else REFUSED
 
 
-def tally(
-    results: Iterable[Received], refused: Iterable[str] = (), cut: Iterable[str] = (), whole: Iterable[str] = ()
-) -> Counter[str]:
-    """Verdicts and error codes of ``results``; every failure must carry one of the allowed codes.
-
-    ``whole``: error codes that may follow the whole audio (:data:`WHOLE_THEN_ERROR`, counted apart).
-    """
+def tally(results: Iterable[Received], refused: Iterable[str] = (), cut: Iterable[str] = ()) -> Counter[str]:
+    """Verdicts and error codes of ``results``; every failure must carry one of the allowed codes."""
     allowed = {REFUSED: set(refused), CUT: set(cut)}
-    whole_codes = set(whole)
     counts: Counter[str] = Counter()
     for r in results:
-        if r.error is not None and r.code in whole_codes and r.audio == r.expected:
-            counts[WHOLE_THEN_ERROR] += 1
-            continue
         try:
             kind = verdict(r)
         except AssertionError:

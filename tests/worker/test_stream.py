@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orpheus_tts.engines.base import TimedPiece
 from orpheus_tts.engines.testing import ToneEngine, render
 from orpheus_tts.protocol import ChunkFrame, EosFrame, MetricsFrame
 from orpheus_tts.worker.app import create_app
@@ -302,3 +303,29 @@ async def test_engine_parameter_errors_at_start_are_400_and_engine_counters_are_
     assert "<whisper>" in rejected.error_json["error"]["message"]
     assert accepted.status == 200
     assert 'orpheus_engine_events_total{engine="test",event="requests_seen"} 2.0' in metrics
+
+
+class _EndlessEnding(ToneEngine):
+    """The tone engine, except that asking it for more after its last piece never returns (as if
+    finding out that it had no more took forever: a busy slot, a crash in between)."""
+
+    async def synthesize_pieces(
+        self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
+    ) -> AsyncIterator[TimedPiece]:
+        async for piece in super().synthesize_pieces(text, voice, params, timed=timed):
+            yield piece
+        await asyncio.Event().wait()
+
+
+async def test_an_engines_last_piece_ends_the_stream_with_its_last_chunk_and_eos_in_one_write() -> None:
+    """A stream whose engine marks its last piece is not asked for another, and the last chunk,
+    the closing metrics and eos are one write: a crash cannot fall between all the audio and eos."""
+    with run_server(create_app(_EndlessEnding(), WorkerConfig())) as url:
+        result = await stream_tts(url, {"text": TEXT, "timeout_s": 5})
+        async with httpx.AsyncClient(timeout=10) as client:
+            async with client.stream("POST", f"{url}/v1/tts/stream", json={"text": TEXT}) as response:
+                pieces = [piece async for piece in response.aiter_raw()]
+    assert isinstance(result.frames[-1], EosFrame), f"the stream did not end with eos: {result.frames[-1]!r}"
+    assert result.pcm == render(TEXT)
+    last = pieces[-1].splitlines()
+    assert [json.loads(line)["type"] for line in last[-3:]] == ["chunk", "metrics", "eos"]

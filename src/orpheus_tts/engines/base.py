@@ -38,6 +38,7 @@ __all__ = [
     "EngineInputError",
     "InvalidParameterError",
     "ParamSpec",
+    "PieceEngine",
     "TimedEngine",
     "TimedPiece",
     "UnknownVoiceError",
@@ -277,6 +278,9 @@ class TimedPiece:
     """int16 little-endian PCM at 24 kHz mono, as :meth:`Engine.synthesize` yields."""
     words: tuple[WordTiming, ...] = ()
     """Words that start in this piece, with times relative to the stream's first sample."""
+    last: bool = False
+    """The engine knows that no piece follows: the worker ends the stream without asking for
+    another, so the last audio and ``eos`` go out together (``False`` when it cannot tell)."""
 
 
 @runtime_checkable
@@ -285,6 +289,17 @@ class TimedEngine(Engine, Protocol):
 
     def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`Engine.synthesize`, with the words each piece says."""
+        ...
+
+
+@runtime_checkable
+class PieceEngine(Engine, Protocol):
+    """An engine that yields :class:`TimedPiece` objects directly and marks the last one."""
+
+    def synthesize_pieces(
+        self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
+    ) -> AsyncIterator[TimedPiece]:
+        """The audio of :meth:`Engine.synthesize`, its last piece marked ``last``; words only if ``timed``."""
         ...
 
 

@@ -274,6 +274,20 @@ class PiperEngine:
         async for piece in self._pieces(text, voice, params, timed=True):
             yield piece
 
+    async def synthesize_pieces(
+        self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
+    ) -> AsyncIterator[TimedPiece]:
+        """The pieces of :meth:`synthesize` (with words if ``timed``), the last segment's marked ``last``.
+
+        A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
+        """
+        if not timed and type(self).synthesize is not PiperEngine.synthesize:
+            async for pcm in self.synthesize(text, voice, params):
+                yield TimedPiece(pcm)
+            return
+        async for piece in self._pieces(text, voice, params, timed=timed):
+            yield piece
+
     async def _pieces(self, text: str, voice: str, params: dict[str, Any], *, timed: bool) -> AsyncIterator[TimedPiece]:
         self.catalog.resolve(voice)
         values = validate_params(self._specs, params)
@@ -289,7 +303,8 @@ class PiperEngine:
         loop = asyncio.get_running_loop()
         position = 0
         """Samples of the stream yielded so far."""
-        for segment in split_segments(text, first_clause_min_words=self.first_clause_min_words):
+        segments = split_segments(text, first_clause_min_words=self.first_clause_min_words)
+        for index, segment in enumerate(segments):
             try:
                 job = loop.run_in_executor(executor, self._render, model, segment, settings, rng, timed)
             except RuntimeError as exc:  # the executor was shut down by close()
@@ -307,7 +322,7 @@ class PiperEngine:
             position += len(pcm) // SAMPLE_WIDTH_BYTES
             # The pause before the next piece: a sentence's, or a short one after a clause cut.
             silence_samples = sentence_gap_samples if ends_sentence(segment) else clause_gap_samples
-            yield TimedPiece(pcm, words)
+            yield TimedPiece(pcm, words, last=index == len(segments) - 1)
 
     def _require_model(self) -> _Model:
         if self._model is None:

@@ -148,6 +148,20 @@ class ToneEngine:
         async for piece in self.synthesize_timed(text, voice, params):
             yield piece.pcm
 
+    async def synthesize_pieces(
+        self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
+    ) -> AsyncIterator[TimedPiece]:
+        """The pieces of :meth:`synthesize_timed` (words only if ``timed``), the last one marked ``last``.
+
+        A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
+        """
+        if not timed and type(self).synthesize is not ToneEngine.synthesize:
+            async for pcm in self.synthesize(text, voice, params):
+                yield TimedPiece(pcm)
+            return
+        async for piece in self.synthesize_timed(text, voice, params):
+            yield piece if timed else TimedPiece(piece.pcm, last=piece.last)
+
     async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`synthesize`; each segment's words spread evenly over its tone."""
         speed = float(params.get("speed") or 1.0)
@@ -160,7 +174,8 @@ class ToneEngine:
             await asyncio.sleep(first_delay)
         emitted = 0
         position = 0
-        for segment in split_segments(text):
+        segments = split_segments(text)
+        for index, segment in enumerate(segments):
             pcm = _tone(segment, voice, speed)
             words = segment.split()
             step = len(pcm) / max(1, len(words))
@@ -186,4 +201,5 @@ class ToneEngine:
                 # Always yield control, so a fast engine still lets other streams run.
                 await asyncio.sleep(cost)
                 emitted += 1
-                yield TimedPiece(piece.tobytes(), timings if start == 0 else ())
+                last = index == len(segments) - 1 and start + self.piece_samples >= len(pcm)
+                yield TimedPiece(piece.tobytes(), timings if start == 0 else (), last=last)

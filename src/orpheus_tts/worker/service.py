@@ -231,16 +231,23 @@ class SynthesisService:
                 )
             )
             piece = first
+            tail = b""
+            """The last piece's last chunk, held to go out in one write with ``eos``."""
             try:
                 while piece is not None:
                     if piece.words:
                         yield encode_frame(WordsFrame(tuple(w.to_json() for w in piece.words)))
                     for start in range(0, len(piece.pcm), max_bytes):
                         frame = ChunkFrame(seq=seq, pcm=piece.pcm[start : start + max_bytes])
-                        yield encode_frame(frame)
                         seq += 1
                         samples_total += frame.samples
-                    piece = await self._next_piece(stream)
+                        if piece.last and start + max_bytes >= len(piece.pcm):
+                            tail = encode_frame(frame)
+                        else:
+                            yield encode_frame(frame)
+                    # An engine that marks its last piece is not asked for another: asking takes a
+                    # slot, and a crash while waiting for it would cut a stream that has all its audio.
+                    piece = None if piece.last else await self._next_piece(stream)
             except DeadlinePassed:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
                 yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
@@ -259,7 +266,7 @@ class SynthesisService:
             rtf = timing.compute_s / audio_s if audio_s else 0.0
             self.metrics.rtf.labels(role).observe(rtf)
             self.metrics.audio_seconds.labels(role).inc(audio_s)
-            yield encode_frame(
+            metrics = encode_frame(
                 MetricsFrame(
                     {
                         "ttfb_ms": round((timing.first_audio - timing.arrived) * 1000, 2),
@@ -273,7 +280,7 @@ class SynthesisService:
             # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
             self.compute_per_char.add(timing.compute_s, stream.chars)
-            yield encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
+            yield tail + metrics + encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
         finally:
             await self._finish(stream, outcome)
 

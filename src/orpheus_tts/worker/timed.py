@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
-from orpheus_tts.engines.base import Engine, TimedPiece, supports_timestamps
+from orpheus_tts.engines.base import Engine, PieceEngine, TimedPiece, supports_timestamps
 from orpheus_tts.protocol import TTSRequest
 
 __all__ = ["timed_pieces"]
@@ -16,9 +16,21 @@ async def timed_pieces(
 ) -> AsyncIterator[TimedPiece]:
     """``engine``'s audio for ``request``.
 
-    Pieces carry words only when ``request.timestamps`` is set and the engine reports them.
+    Pieces carry words only when ``request.timestamps`` is set and the engine reports them, and
+    are marked ``last`` where the engine can tell (:class:`~orpheus_tts.engines.base.PieceEngine`).
     """
-    if request.timestamps and supports_timestamps(engine):
+    timed_asked = request.timestamps and supports_timestamps(engine)
+    if callable(getattr(engine, "synthesize_pieces", None)):
+        pieces_of = cast(PieceEngine, engine).synthesize_pieces(request.text, voice, params, timed=timed_asked)
+        try:
+            async for piece in pieces_of:
+                yield piece
+        finally:
+            close = getattr(pieces_of, "aclose", None)
+            if close is not None:
+                await close()
+        return
+    if timed_asked:
         timed = engine.synthesize_timed(request.text, voice, params)  # type: ignore[attr-defined]
         try:
             async for piece in timed:
