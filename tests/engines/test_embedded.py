@@ -351,3 +351,11 @@ async def test_the_recognizer_notices_wrong_or_missing_words(engine: PiperEngine
         assert_says(pcm, "Please call me back when you get home tonight.")
     with pytest.raises(AssertionError, match=r"word error rate 1\.000"):
         assert_says(bytes(SAMPLE_RATE_HZ), "Nothing was said here.")
+
+
+async def test_only_the_last_segment_is_marked_last_and_the_audio_is_the_same(engine: PiperEngine) -> None:
+    text = "Hello there, my friend. The weather is fine today. See you soon."
+    pieces = [p async for p in engine.synthesize_pieces(text, VOICE_ID, {"seed": 3})]
+    assert len(pieces) >= 3
+    assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert b"".join(p.pcm for p in pieces) == await _pcm(engine, text, seed=3)

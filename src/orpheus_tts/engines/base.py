@@ -45,6 +45,7 @@ __all__ = [
     "Voice",
     "VoiceCatalog",
     "WordTiming",
+    "pieces_of",
     "supports_timestamps",
     "validate_params",
 ]
@@ -301,6 +302,21 @@ class PieceEngine(Engine, Protocol):
     ) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`Engine.synthesize`, its last piece marked ``last``; words only if ``timed``."""
         ...
+
+
+def pieces_of(
+    engine: Engine, base: type, text: str, voice: str, params: dict[str, Any], marked: AsyncIterator[TimedPiece]
+) -> AsyncIterator[TimedPiece]:
+    """``marked`` (an engine's own pieces, the last one marked), unless ``engine``'s class overrides
+    ``base``'s :meth:`~Engine.synthesize`: then that method's audio, its pieces unmarked."""
+    if type(engine).synthesize is getattr(base, "synthesize", None):
+        return marked
+    return _unmarked(engine.synthesize(text, voice, params))
+
+
+async def _unmarked(audio: AsyncIterator[bytes]) -> AsyncIterator[TimedPiece]:
+    async for pcm in audio:
+        yield TimedPiece(pcm)
 
 
 def supports_timestamps(engine: object) -> bool:

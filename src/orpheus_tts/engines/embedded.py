@@ -53,6 +53,7 @@ from orpheus_tts.engines.base import (
     Voice,
     VoiceCatalog,
     WordTiming,
+    pieces_of,
     validate_params,
 )
 from orpheus_tts.engines.text import DEFAULT_FIRST_CLAUSE_MIN_WORDS, ends_sentence, split_segments
@@ -281,11 +282,8 @@ class PiperEngine:
 
         A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
         """
-        if not timed and type(self).synthesize is not PiperEngine.synthesize:
-            async for pcm in self.synthesize(text, voice, params):
-                yield TimedPiece(pcm)
-            return
-        async for piece in self._pieces(text, voice, params, timed=timed):
+        marked = self._pieces(text, voice, params, timed=timed)
+        async for piece in marked if timed else pieces_of(self, PiperEngine, text, voice, params, marked):
             yield piece
 
     async def _pieces(self, text: str, voice: str, params: dict[str, Any], *, timed: bool) -> AsyncIterator[TimedPiece]:

@@ -36,6 +36,7 @@ from orpheus_tts.engines.base import (
     Voice,
     VoiceCatalog,
     WordTiming,
+    pieces_of,
 )
 from orpheus_tts.engines.text import split_segments
 from orpheus_tts.protocol import SAMPLE_RATE_HZ
@@ -155,12 +156,13 @@ class ToneEngine:
 
         A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
         """
-        if not timed and type(self).synthesize is not ToneEngine.synthesize:
-            async for pcm in self.synthesize(text, voice, params):
-                yield TimedPiece(pcm)
+        if timed:
+            async for piece in self.synthesize_timed(text, voice, params):
+                yield piece
             return
-        async for piece in self.synthesize_timed(text, voice, params):
-            yield piece if timed else TimedPiece(piece.pcm, last=piece.last)
+        marked = (TimedPiece(p.pcm, last=p.last) async for p in self.synthesize_timed(text, voice, params))
+        async for piece in pieces_of(self, ToneEngine, text, voice, params, marked):
+            yield piece
 
     async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`synthesize`; each segment's words spread evenly over its tone."""
