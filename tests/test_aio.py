@@ -118,3 +118,20 @@ async def test_no_task_is_created_per_wait_on_python_3_11_and_later() -> None:
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     assert await run_before(count_tasks(), time.monotonic() + 10, stop) == 1
     assert seen == [tasks_before]
+
+
+async def test_an_awaitable_that_swallows_the_cut_leaves_the_caller_uncancelled() -> None:
+    if not aio._UNCANCEL:
+        pytest.skip("Python before 3.11 has no Task.uncancel")
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            return "kept going"
+        return "unreachable"
+
+    assert await run_before(stubborn(), time.monotonic() + 0.01) == "kept going"
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0  # type: ignore[attr-defined]  # 3.11+, skipped before

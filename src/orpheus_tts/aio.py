@@ -73,11 +73,15 @@ async def run_before(awaitable: Awaitable[T], deadline: float, stop: asyncio.Fut
     if stop is not None:
         stop.add_done_callback(cut.stop)
     try:
-        return await awaitable
+        result = await awaitable
     except asyncio.CancelledError:
         if cut.fired is not None and task.uncancel() == 0:  # type: ignore[attr-defined]  # 3.11+, checked above
             raise (Stopped if cut.fired else DeadlinePassed) from None
         raise
+    else:
+        if cut.fired is not None:  # the awaitable swallowed our cancellation: take it back all the same
+            task.uncancel()  # type: ignore[attr-defined]
+        return result
     finally:
         cut.done = True
         if timer is not None:
