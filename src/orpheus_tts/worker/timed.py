@@ -21,12 +21,12 @@ async def timed_pieces(
     """
     timed_asked = request.timestamps and supports_timestamps(engine)
     if callable(getattr(engine, "synthesize_pieces", None)):
-        pieces_of = cast(PieceEngine, engine).synthesize_pieces(request.text, voice, params, timed=timed_asked)
+        marked = cast(PieceEngine, engine).synthesize_pieces(request.text, voice, params, timed=timed_asked)
         try:
-            async for piece in pieces_of:
+            async for piece in marked:
                 yield piece
         finally:
-            close = getattr(pieces_of, "aclose", None)
+            close = getattr(marked, "aclose", None)
             if close is not None:
                 await close()
         return
