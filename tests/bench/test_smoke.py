@@ -57,3 +57,17 @@ def test_hedging_smoke_counts_only_the_measured_requests(tmp_path: Path) -> None
             # Each hedge is one extra upstream request (failovers add more): never more hedges than extras.
             assert run["hedges_sent"] <= run["extra_requests"]
         assert entry["hedging_off"]["hedges_sent"] == 0
+
+
+def test_burst_bound_smoke_is_consistent_with_its_own_demand_test(tmp_path: Path) -> None:
+    pytest.importorskip("piper", reason="the embedded voice is not installed")
+    run_bench("bench.burst_bound", tmp_path)
+    result = json.loads((tmp_path / "burst_bound_smoke.json").read_text())
+    assert (tmp_path / "burst_bound_smoke.png").stat().st_size > 0
+    assert set(result["segmentations"]) == {"default", "finest"}
+    for entry in result["segmentations"].values():
+        assert all(s["cpu_s"] > 0 and s["audio_s"] > 0 for text in entry["texts"] for s in text)
+        bounds = [r["f_min_s"] for r in entry["by_speedup"]]
+        assert bounds == sorted(bounds, reverse=True)  # a faster engine never needs more time
+        if result["target_f_s"] is not None:
+            assert entry["at_target"]["feasible"] == (entry["f_min_s"] <= result["target_f_s"] + 1e-3)
