@@ -11,6 +11,11 @@ streams per second and, for the two proxies, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
+A fourth path, ``python_floor``, is the cheapest relay Python's well-kept
+libraries make (``bench.relay_floor``: aiohttp's server and client on uvloop,
+bytes streamed through, no gateway logic), measured the same way: what any
+gateway written on them costs at the least.
+
 Where nginx is not installed the nginx path is skipped with a message and the
 JSON says so. Writes ``bench/results/NAME.json`` and ``NAME.png`` (``NAME``
 is ``proxy`` unless ``--name`` says otherwise; ``--smoke`` is a reduced run
@@ -49,6 +54,7 @@ import psutil
 from bench import common
 from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
+from orpheus_tts.routing.settings import DEFAULT_KEEPALIVE_EXPIRY_S
 from orpheus_tts.serving.local import free_port, wait_ready
 
 TEXT = "Benchmark sentence for the gateway."
@@ -56,6 +62,9 @@ TARGET_CPU_RATIO = 3.0
 TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_TTFB_SLACK_MS = 0.5
 NGINX_KEEPALIVE = 256
+UPSTREAM_KEEPALIVE_S = int(DEFAULT_KEEPALIVE_EXPIRY_S)
+"""Both proxies drop an idle upstream connection after this long, as the gateway does: shorter than the
+worker's own keep-alive, so neither reuses a connection the worker is closing (nginx would answer 502)."""
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -73,6 +82,7 @@ http {{
     upstream worker {{
         server {upstream};
         keepalive {keepalive};
+        keepalive_timeout {keepalive_s}s;
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -102,7 +112,11 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
         conf = Path(prefix) / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
-                prefix=prefix, upstream=upstream.removeprefix("http://"), port=port, keepalive=NGINX_KEEPALIVE
+                prefix=prefix,
+                upstream=upstream.removeprefix("http://"),
+                port=port,
+                keepalive=NGINX_KEEPALIVE,
+                keepalive_s=UPSTREAM_KEEPALIVE_S,
             )
         )
         cmd = [binary, "-p", prefix, "-e", f"{prefix}/error.log", "-c", str(conf)]
@@ -114,6 +128,23 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _python_floor(upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``bench.relay_floor`` in front of ``upstream``: the cheapest Python relay (see its docstring)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.relay_floor", "--upstream", upstream, "--port", str(port)]
+    cmd += ["--keepalive-s", str(UPSTREAM_KEEPALIVE_S)]
+    # Its log would only say that clients hang up after eos (before the chunked body's end).
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc=proc)
+        yield url, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -267,11 +298,18 @@ def _compare(row: dict[str, Any]) -> None:
     row["meets_cpu_target"] = row["cpu_ratio"] is not None and row["cpu_ratio"] <= TARGET_CPU_RATIO
     row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
     row["meets_ttfb_target"] = row["ttfb_p50_extra_ms"] <= TARGET_TTFB_SLACK_MS
+    if "python_floor" in row:
+        floor = row["python_floor"]
+        row["python_floor_cpu_ratio"] = (
+            floor["cpu_ms_per_stream"] / ng["cpu_ms_per_stream"] if ng["cpu_ms_per_stream"] else None
+        )
+        row["python_floor_throughput_ratio"] = floor["streams_per_s"] / ng["streams_per_s"]
+        row["python_floor_ttfb_p50_extra_ms"] = floor["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
 
 
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
-    for name in ("direct", "nginx", "gateway"):
+    for name in ("direct", "nginx", "python_floor", "gateway"):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
@@ -333,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         if binary is not None:
             url, proc = stack.enter_context(_nginx(binary, worker))
             paths["nginx"] = (url, proc.pid)
+        url, floor_proc = stack.enter_context(_python_floor(worker))
+        paths["python_floor"] = (url, floor_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))

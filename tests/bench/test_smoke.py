@@ -32,7 +32,8 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     output = run_bench("bench.proxy", tmp_path)
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
-    expected = ["direct", "gateway"] if nginx_binary() is None else ["direct", "nginx", "gateway"]
+    nginx = [] if nginx_binary() is None else ["nginx"]
+    expected = ["direct", *nginx, "python_floor", "gateway"]
     assert result["paths"] == expected
     if nginx_binary() is None:
         assert "nginx is not installed" in output
@@ -42,6 +43,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         for path in expected:
             assert row[path]["verified"] == row["requests_per_path"]  # every stream checked whole
         assert row["gateway"]["cpu_ms_per_stream"] > 0
+        assert row["python_floor"]["cpu_ms_per_stream"] > 0
 
 
 @pytest.mark.timeout(300)
