@@ -89,15 +89,26 @@ def save_figure(fig: Any, name: str) -> Path:
 @contextlib.contextmanager
 def orpheus_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``orpheus-tts ARGS`` on a free loopback port, in its own session; yields (base URL, process)."""
-    from orpheus_tts.serving.local import LOOPBACK, free_port, wait_ready
+    from orpheus_tts.serving.local import LOOPBACK, free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", LOOPBACK, "--port", str(port)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
-    url = f"http://{LOOPBACK}:{port}"
+    with served(cmd, f"http://{LOOPBACK}:{port}") as proc:
+        yield f"http://{LOOPBACK}:{port}", proc
+
+
+@contextlib.contextmanager
+def served(cmd: list[str], url: str, *, quiet: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` started in its own session, ready once ``url`` answers; its whole group stopped at the end.
+
+    ``quiet`` also drops its standard error (standard output always is)."""
+    from orpheus_tts.serving.local import wait_ready
+
+    stderr = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_ready(url, proc=proc)
-        yield url, proc
+        yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

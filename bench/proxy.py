@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,10 @@ import httpx
 import psutil
 
 from bench import common
-from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, write_json
+from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, served, write_json
 from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
 from orpheus_tts.routing.settings import DEFAULT_KEEPALIVE_EXPIRY_S
-from orpheus_tts.serving.local import free_port, wait_ready
+from orpheus_tts.serving.local import free_port
 
 TEXT = "Benchmark sentence for the gateway."
 TARGET_CPU_RATIO = 3.0
@@ -120,14 +119,9 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
             )
         )
         cmd = [binary, "-p", prefix, "-e", f"{prefix}/error.log", "-c", str(conf)]
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc=proc)
+        with served(cmd, url, quiet=True) as proc:
             yield url, proc
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -136,15 +130,10 @@ def _python_floor(upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]
     port = free_port()
     cmd = [sys.executable, "-m", "bench.relay_floor", "--upstream", upstream, "--port", str(port)]
     cmd += ["--keepalive-s", str(UPSTREAM_KEEPALIVE_S)]
-    # Its log would only say that clients hang up after eos (before the chunked body's end).
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc=proc)
+    # Its log would only say that clients hang up after eos (before the chunked body's end).
+    with served(cmd, url, quiet=True) as proc:
         yield url, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def _cpu_seconds(pid: int) -> float:
