@@ -11,10 +11,10 @@ streams per second and, for the two proxies, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
-A fourth path, ``python_floor``, is the cheapest relay Python's well-kept
-libraries make (``bench.relay_floor``: aiohttp's server and client on uvloop,
-bytes streamed through, no gateway logic), measured the same way: what any
-gateway written on them costs at the least.
+Two more paths are floors (``bench.relay_floor``), measured the same way: the
+cheapest relays Python makes, with no gateway logic. ``floor_aiohttp`` is
+aiohttp's server and client on uvloop; ``floor_raw`` is asyncio protocols on
+uvloop with httptools' C parsers, bytes passed through as they arrive.
 
 Where nginx is not installed the nginx path is skipped with a message and the
 JSON says so. Writes ``bench/results/NAME.json`` and ``NAME.png`` (``NAME``
@@ -124,11 +124,15 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
             yield url, proc
 
 
+FLOORS = ("aiohttp", "raw")
+"""The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
+
+
 @contextlib.contextmanager
-def _python_floor(upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``bench.relay_floor`` in front of ``upstream``: the cheapest Python relay (see its docstring)."""
+def _floor(kind: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``bench.relay_floor --kind KIND`` in front of ``upstream``: a cheapest Python relay (see its docstring)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "bench.relay_floor", "--upstream", upstream, "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.relay_floor", "--kind", kind, "--upstream", upstream, "--port", str(port)]
     cmd += ["--keepalive-s", str(UPSTREAM_KEEPALIVE_S)]
     url = f"http://127.0.0.1:{port}"
     # Its log would only say that clients hang up after eos (before the chunked body's end).
@@ -287,18 +291,19 @@ def _compare(row: dict[str, Any]) -> None:
     row["meets_cpu_target"] = row["cpu_ratio"] is not None and row["cpu_ratio"] <= TARGET_CPU_RATIO
     row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
     row["meets_ttfb_target"] = row["ttfb_p50_extra_ms"] <= TARGET_TTFB_SLACK_MS
-    if "python_floor" in row:
-        floor = row["python_floor"]
-        row["python_floor_cpu_ratio"] = (
-            floor["cpu_ms_per_stream"] / ng["cpu_ms_per_stream"] if ng["cpu_ms_per_stream"] else None
-        )
-        row["python_floor_throughput_ratio"] = floor["streams_per_s"] / ng["streams_per_s"]
-        row["python_floor_ttfb_p50_extra_ms"] = floor["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
+    for kind in FLOORS:
+        if (path := f"floor_{kind}") in row:
+            floor = row[path]
+            cpu = floor["cpu_ms_per_stream"]
+            row[f"{path}_cpu_ratio"] = cpu / ng["cpu_ms_per_stream"] if ng["cpu_ms_per_stream"] else None
+            row[f"{path}_throughput_ratio"] = floor["streams_per_s"] / ng["streams_per_s"]
+            row[f"{path}_ttfb_p50_extra_ms"] = floor["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
+            row[f"gateway_cpu_over_{path}"] = gw["cpu_ms_per_stream"] / cpu if cpu else None
 
 
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
-    for name in ("direct", "nginx", "python_floor", "gateway"):
+    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), "gateway"):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
@@ -360,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         if binary is not None:
             url, proc = stack.enter_context(_nginx(binary, worker))
             paths["nginx"] = (url, proc.pid)
-        url, floor_proc = stack.enter_context(_python_floor(worker))
-        paths["python_floor"] = (url, floor_proc.pid)
+        for kind in FLOORS:
+            url, floor_proc = stack.enter_context(_floor(kind, worker))
+            paths[f"floor_{kind}"] = (url, floor_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))

@@ -1,28 +1,42 @@
-"""The cheapest Python relay on the well-kept libraries: a floor for what a Python gateway can cost.
+"""The cheapest Python relays: floors for what a Python gateway can cost.
 
-``bench.proxy`` runs this as its ``python_floor`` path. It is aiohttp's web
-server in front of one aiohttp client session to one upstream, on uvloop
-(the gateway's loop): every request is forwarded with its method, path, body
-and ``Content-Type``, and the upstream's body is streamed back piece by piece
-as it arrives. Both sides parse HTTP in C (llhttp). It does nothing a gateway
-must do (no keys, quotas, routing, deadlines or frame checks), so its CPU per
-stream is a lower bound on any gateway written on these libraries, not a
-design for one.
+``bench.proxy`` runs both as paths beside nginx and the gateway. Neither does
+anything a gateway must do (no keys, quotas, routing, deadlines or frame
+checks), so each one's CPU per stream is a lower bound on any gateway built
+the same way, not a design for one.
 
-    python -m bench.relay_floor --upstream http://127.0.0.1:PORT --port PORT
+- ``aiohttp`` (path ``floor_aiohttp``): aiohttp's web server in front of one
+  aiohttp client session, on uvloop. Each request is forwarded with its
+  method, path, body and ``Content-Type``; the upstream's body is streamed
+  back piece by piece as it arrives. Both sides parse HTTP in C (llhttp), but
+  each request and each piece passes through the libraries' Python layers.
+- ``raw`` (path ``floor_raw``): asyncio protocols on uvloop with httptools'
+  request and response parsers (the C parser uvicorn uses). The request's
+  bytes go to a pooled keep-alive upstream connection as they arrived, and
+  the upstream's bytes (head and chunked body) go back to the client as they
+  arrive; the parsers only find where each message ends. One parser feed and
+  one write per read.
+
+    python -m bench.relay_floor --kind raw|aiohttp --upstream http://127.0.0.1:PORT --port PORT
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
+from collections import deque
+from typing import cast
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools  # type: ignore[import-untyped]
 import uvloop
 from aiohttp import web
 
 
-def app(upstream: str, keepalive_s: float) -> web.Application:
-    """The relay as an aiohttp application."""
+def aiohttp_app(upstream: str, keepalive_s: float) -> web.Application:
+    """The aiohttp relay as an application."""
     session: aiohttp.ClientSession | None = None
 
     async def open_session(_: web.Application) -> None:
@@ -54,15 +68,143 @@ def app(upstream: str, keepalive_s: float) -> web.Application:
     return application
 
 
+class _Pool:
+    """Idle keep-alive connections to the upstream, each dropped after ``keepalive_s`` unused."""
+
+    def __init__(self, host: str, port: int, keepalive_s: float) -> None:
+        self.host, self.port, self.keepalive_s = host, port, keepalive_s
+        self.idle: deque[tuple[float, _Upstream]] = deque()
+
+    def take(self) -> _Upstream | None:
+        now = time.monotonic()
+        while self.idle:
+            since, upstream = self.idle.pop()  # the most recently used: the least likely to be closing
+            if now - since < self.keepalive_s and upstream.transport is not None:
+                return upstream
+            upstream.close()
+        return None
+
+    def put(self, upstream: _Upstream) -> None:
+        self.idle.append((time.monotonic(), upstream))
+
+
+class _Upstream(asyncio.Protocol):
+    """One connection to the upstream; relays its bytes to the client it serves."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.client: _Client | None = None
+        self.parser = httptools.HttpResponseParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None and client.transport is not None:
+            client.transport.write(data)
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        client, self.client = self.client, None
+        self.parser = httptools.HttpResponseParser(self)
+        self.pool.put(self)
+        if client is not None:
+            client.answered()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.close()  # cut mid-response: the client sees the cut
+
+
+class _Client(asyncio.Protocol):
+    """One client connection; its requests go upstream one at a time, in order."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.pieces: list[bytes] = []
+        self.requests: deque[bytes] = deque()
+        self.busy = False
+        self.connecting: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_message_complete(self) -> None:
+        self.requests.append(b"".join(self.pieces))
+        self.pieces = []
+        self._next()
+
+    def _next(self) -> None:
+        if self.busy or not self.requests:
+            return
+        self.busy = True
+        request = self.requests.popleft()
+        upstream = self.pool.take()
+        if upstream is not None and upstream.transport is not None:
+            upstream.client = self
+            upstream.transport.write(request)
+        else:
+            self.connecting = asyncio.ensure_future(self._connect(request))
+
+    async def _connect(self, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(lambda: _Upstream(self.pool), self.pool.host, self.pool.port)
+        except OSError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        upstream.client = self
+        assert upstream.transport is not None
+        upstream.transport.write(request)
+
+    def answered(self) -> None:
+        self.busy = False
+        self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+async def serve_raw(upstream: str, host: str, port: int, keepalive_s: float) -> None:
+    """The raw relay, until cancelled."""
+    parts = urlsplit(upstream)
+    pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80, keepalive_s)
+    server = await asyncio.get_running_loop().create_server(lambda: _Client(pool), host, port)
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=["raw", "aiohttp"], default="raw")
     parser.add_argument("--upstream", required=True, help="base URL of the worker")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keepalive-s", type=float, default=4.0, help="idle upstream connections are closed after")
     args = parser.parse_args(argv)
+    if args.kind == "raw":
+        uvloop.run(serve_raw(args.upstream, args.host, args.port, args.keepalive_s))
+        return
     web.run_app(
-        app(args.upstream, args.keepalive_s),
+        aiohttp_app(args.upstream, args.keepalive_s),
         host=args.host,
         port=args.port,
         print=None,
