@@ -14,7 +14,9 @@ worst time to first audio of any zero-dry schedule. The bound is generous to
 the scheduler: segments cost their cheapest single-threaded CPU time (the
 fewest CPU seconds per segment; two threads finish sooner but spend more),
 two segments at once run as fast as one alone, and the gateway, the worker's
-own code and the clients cost nothing.
+own code and the clients cost nothing. Each stream's audio is made for it
+(no cache shared across requests, which would only help because the texts
+repeat here).
 
 Two segmentations of each text:
 
