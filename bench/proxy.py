@@ -14,7 +14,9 @@ checked: seq without gaps and an ``eos`` whose totals match.
 Two more paths are floors (``bench.relay_floor``), measured the same way: the
 cheapest relays Python makes, with no gateway logic. ``floor_aiohttp`` is
 aiohttp's server and client on uvloop; ``floor_raw`` is asyncio protocols on
-uvloop with httptools' C parsers, bytes passed through as they arrive.
+uvloop with httptools' C parsers, bytes passed through as they arrive;
+``floor_raw_checked`` is that relay checking each v1 stream's frames as the
+gateway does.
 
 Where nginx is not installed the nginx path is skipped with a message and the
 JSON says so. Writes ``bench/results/NAME.json`` and ``NAME.png`` (``NAME``
@@ -124,7 +126,7 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
             yield url, proc
 
 
-FLOORS = ("aiohttp", "raw")
+FLOORS = ("aiohttp", "raw", "raw_checked")
 """The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
 
 

@@ -16,8 +16,17 @@ the same way, not a design for one.
   the upstream's bytes (head and chunked body) go back to the client as they
   arrive; the parsers only find where each message ends. One parser feed and
   one write per read.
+- ``raw_checked`` (path ``floor_raw_checked``): the raw relay, except that a
+  v1 stream's body is checked the way the gateway checks it before it goes
+  on: the de-chunked body is cut into NDJSON lines by the protocol's own
+  :class:`~orpheus_tts.protocol.FrameDecoder` (chunks checked on their bytes,
+  not decoded), every frame passes the v1 rules
+  (:class:`~orpheus_tts.protocol.StreamTracker`: ``seq``, the terminal frame,
+  the totals) and the lines that arrived together go out as one HTTP chunk.
+  What a data plane does per stream, without the control plane's once-per-
+  stream work (keys, quotas, routing).
 
-    python -m bench.relay_floor --kind raw|aiohttp --upstream http://127.0.0.1:PORT --port PORT
+    python -m bench.relay_floor --kind raw|raw_checked|aiohttp --upstream http://127.0.0.1:PORT --port PORT
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ import aiohttp
 import httptools  # type: ignore[import-untyped]
 import uvloop
 from aiohttp import web
+
+from orpheus_tts.protocol import FrameDecoder, StreamTracker, encode_frame
+
+STREAM_PATH = b"/v1/tts/stream"
 
 
 def aiohttp_app(upstream: str, keepalive_s: float) -> web.Application:
@@ -71,8 +84,10 @@ def aiohttp_app(upstream: str, keepalive_s: float) -> web.Application:
 class _Pool:
     """Idle keep-alive connections to the upstream, each dropped after ``keepalive_s`` unused."""
 
-    def __init__(self, host: str, port: int, keepalive_s: float) -> None:
+    def __init__(self, host: str, port: int, keepalive_s: float, checked: bool = False) -> None:
         self.host, self.port, self.keepalive_s = host, port, keepalive_s
+        self.checked = checked
+        """Whether v1 streams are checked frame by frame (``raw_checked``) rather than passed through."""
         self.idle: deque[tuple[float, _Upstream]] = deque()
 
     def take(self) -> _Upstream | None:
@@ -100,13 +115,44 @@ class _Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
+        self.check: tuple[FrameDecoder, StreamTracker] | None = None
+        """The decoder and the v1 rules of the stream being checked (``None``: bytes pass through)."""
+
+    def serve(self, client: _Client, request: bytes, stream: bool) -> None:
+        """Send ``client``'s request and relay the answer to it."""
+        self.client = client
+        self.check = (FrameDecoder(lazy_audio=True), StreamTracker()) if stream and self.pool.checked else None
+        assert self.transport is not None
+        self.transport.write(request)
+
     def data_received(self, data: bytes) -> None:
         client = self.client
-        if client is not None and client.transport is not None:
+        if self.check is None and client is not None and client.transport is not None:
             client.transport.write(data)
         self.parser.feed_data(data)
 
+    def on_headers_complete(self) -> None:
+        if self.check is not None and self.client is not None and self.client.transport is not None:
+            status = self.parser.get_status_code()
+            self.client.transport.write(
+                b"HTTP/1.1 %d \r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n" % status
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if self.check is None or self.client is None or self.client.transport is None:
+            return
+        decoder, rules = self.check
+        frames = decoder.feed(body)
+        for frame in frames:
+            rules.observe(frame)  # a broken stream raises: the relay then cuts it
+        if frames:
+            lines = b"".join([encode_frame(frame) for frame in frames])
+            self.client.transport.write(b"%x\r\n%b\r\n" % (len(lines), lines))
+
     def on_message_complete(self) -> None:
+        if self.check is not None and self.client is not None and self.client.transport is not None:
+            self.client.transport.write(b"0\r\n\r\n")
+        self.check = None
         client, self.client = self.client, None
         self.parser = httptools.HttpResponseParser(self)
         self.pool.put(self)
@@ -131,7 +177,9 @@ class _Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.pieces: list[bytes] = []
-        self.requests: deque[bytes] = deque()
+        self.requests: deque[tuple[bytes, bool]] = deque()
+        """Requests waiting, each with whether it is a v1 stream."""
+        self.stream = False
         self.busy = False
         self.connecting: asyncio.Future[None] | None = None
 
@@ -146,8 +194,11 @@ class _Client(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
+    def on_url(self, url: bytes) -> None:
+        self.stream = url == STREAM_PATH
+
     def on_message_complete(self) -> None:
-        self.requests.append(b"".join(self.pieces))
+        self.requests.append((b"".join(self.pieces), self.stream))
         self.pieces = []
         self._next()
 
@@ -155,15 +206,14 @@ class _Client(asyncio.Protocol):
         if self.busy or not self.requests:
             return
         self.busy = True
-        request = self.requests.popleft()
+        request, stream = self.requests.popleft()
         upstream = self.pool.take()
         if upstream is not None and upstream.transport is not None:
-            upstream.client = self
-            upstream.transport.write(request)
+            upstream.serve(self, request, stream)
         else:
-            self.connecting = asyncio.ensure_future(self._connect(request))
+            self.connecting = asyncio.ensure_future(self._connect(request, stream))
 
-    async def _connect(self, request: bytes) -> None:
+    async def _connect(self, request: bytes, stream: bool) -> None:
         loop = asyncio.get_running_loop()
         try:
             _, upstream = await loop.create_connection(lambda: _Upstream(self.pool), self.pool.host, self.pool.port)
@@ -171,9 +221,7 @@ class _Client(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        upstream.client = self
-        assert upstream.transport is not None
-        upstream.transport.write(request)
+        upstream.serve(self, request, stream)
 
     def answered(self) -> None:
         self.busy = False
@@ -183,10 +231,10 @@ class _Client(asyncio.Protocol):
         self.transport = None
 
 
-async def serve_raw(upstream: str, host: str, port: int, keepalive_s: float) -> None:
-    """The raw relay, until cancelled."""
+async def serve_raw(upstream: str, host: str, port: int, keepalive_s: float, checked: bool = False) -> None:
+    """The raw relay (checking v1 streams if ``checked``), until cancelled."""
     parts = urlsplit(upstream)
-    pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80, keepalive_s)
+    pool = _Pool(parts.hostname or "127.0.0.1", parts.port or 80, keepalive_s, checked)
     server = await asyncio.get_running_loop().create_server(lambda: _Client(pool), host, port)
     async with server:
         await server.serve_forever()
@@ -194,14 +242,14 @@ async def serve_raw(upstream: str, host: str, port: int, keepalive_s: float) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["raw", "aiohttp"], default="raw")
+    parser.add_argument("--kind", choices=["raw", "raw_checked", "aiohttp"], default="raw")
     parser.add_argument("--upstream", required=True, help="base URL of the worker")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keepalive-s", type=float, default=4.0, help="idle upstream connections are closed after")
     args = parser.parse_args(argv)
-    if args.kind == "raw":
-        uvloop.run(serve_raw(args.upstream, args.host, args.port, args.keepalive_s))
+    if args.kind in ("raw", "raw_checked"):
+        uvloop.run(serve_raw(args.upstream, args.host, args.port, args.keepalive_s, args.kind == "raw_checked"))
         return
     web.run_app(
         aiohttp_app(args.upstream, args.keepalive_s),
