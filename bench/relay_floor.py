@@ -111,12 +111,11 @@ class _Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: _Client | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.check: tuple[FrameDecoder, StreamTracker] | None = None
+        """The decoder and the v1 rules of the stream being checked (``None``: bytes pass through)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-
-        self.check: tuple[FrameDecoder, StreamTracker] | None = None
-        """The decoder and the v1 rules of the stream being checked (``None``: bytes pass through)."""
 
     def serve(self, client: _Client, request: bytes, stream: bool) -> None:
         """Send ``client``'s request and relay the answer to it."""
@@ -129,7 +128,10 @@ class _Upstream(asyncio.Protocol):
         client = self.client
         if self.check is None and client is not None and client.transport is not None:
             client.transport.write(data)
-        self.parser.feed_data(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:  # also a stream that broke the v1 rules (raised in on_body)
+            self.close()  # connection_lost then cuts the client's response
 
     def on_headers_complete(self) -> None:
         if self.check is not None and self.client is not None and self.client.transport is not None:
@@ -144,7 +146,7 @@ class _Upstream(asyncio.Protocol):
         decoder, rules = self.check
         frames = decoder.feed(body)
         for frame in frames:
-            rules.observe(frame)  # a broken stream raises: the relay then cuts it
+            rules.observe(frame)  # raises ProtocolError for a stream that breaks the v1 rules
         if frames:
             lines = b"".join([encode_frame(frame) for frame in frames])
             self.client.transport.write(b"%x\r\n%b\r\n" % (len(lines), lines))
