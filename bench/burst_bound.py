@@ -31,7 +31,7 @@ of the engine that brings it within the target (``--ttfa-ratio`` × the
 single-stream TTFA ``bench.concurrency`` measured through ``serve``, read from
 its JSON). Writes ``bench/results/burst_bound.json`` and ``burst_bound.png``.
 
-    python -m bench.burst_bound [--streams 16] [--rounds 3] [--smoke]
+    python -m bench.burst_bound [--streams 16] [--rounds 5] [--smoke]
 """
 
 from __future__ import annotations
@@ -95,12 +95,20 @@ def deadlines(
     return sorted(jobs)
 
 
-def demand_ratio(jobs: list[tuple[float, float]], cores: int) -> tuple[float, float]:
-    """The worst (work needed by T) ÷ (cores × T) over every deadline T, and that T. Above 1: infeasible."""
+def cumulative(jobs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(T, CPU seconds of every job needed by T) at each deadline of ``jobs`` (sorted by deadline)."""
     work = 0.0
-    worst, at = 0.0, 0.0
+    out = []
     for due, cost in jobs:
         work += cost
+        out.append((due, work))
+    return out
+
+
+def demand_ratio(jobs: list[tuple[float, float]], cores: int) -> tuple[float, float]:
+    """The worst (work needed by T) ÷ (cores × T) over every deadline T, and that T. Above 1: infeasible."""
+    worst, at = 0.0, 0.0
+    for due, work in cumulative(jobs):
         ratio = work / (cores * due)
         if ratio > worst:
             worst, at = ratio, due
@@ -193,13 +201,13 @@ def plot(result: dict[str, Any], streams_by_cut: dict[str, list[list[Segment]]],
     target = result["target_f_s"]
     for name, streams in streams_by_cut.items():
         f = target if target is not None else result["segmentations"][name]["f_min_s"]
-        jobs = deadlines(streams, f, jitter_s)
-        xs, ys, work = [], [], 0.0
-        for due, c in jobs:
-            work += c
-            xs.append(due)
-            ys.append(work)
-        left.step(xs, ys, where="post", label=f"{name}: CPU s needed by T (first audio by {f:.2f} s)")
+        demand = cumulative(deadlines(streams, f, jitter_s))
+        left.step(
+            [t for t, _ in demand],
+            [w for _, w in demand],
+            where="post",
+            label=f"{name}: CPU s needed by T (first audio by {f:.2f} s)",
+        )
         row = result["segmentations"][name]["by_speedup"]
         right.plot([r["speedup"] for r in row], [r["f_min_s"] for r in row], marker="o", label=name)
     end = max(left.get_xlim()[1], 1.0)
@@ -221,7 +229,7 @@ def plot(result: dict[str, Any], streams_by_cut: dict[str, list[list[Segment]]],
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=16, help="streams started at once")
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs per segment (its cheapest counts)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs per segment (its cheapest counts)")
     parser.add_argument("--jitter-ms", type=float, default=200.0, help="the listener's buffer")
     parser.add_argument("--ttfa-ratio", type=float, default=10.0, help="target: worst TTFA ÷ single-stream TTFA")
     parser.add_argument(

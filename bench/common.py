@@ -93,8 +93,9 @@ def orpheus_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
 
     port = free_port()
     cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", LOOPBACK, "--port", str(port)]
-    with served(cmd, f"http://{LOOPBACK}:{port}") as proc:
-        yield f"http://{LOOPBACK}:{port}", proc
+    url = f"http://{LOOPBACK}:{port}"
+    with served(cmd, url) as proc:
+        yield url, proc
 
 
 @contextlib.contextmanager

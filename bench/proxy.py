@@ -7,7 +7,7 @@ nginx (Debian's package, started here with a generated config: ``proxy_pass``
 with ``proxy_buffering off``, ``proxy_request_buffering off``, HTTP/1.1
 upstream keep-alive, one worker process) and through the gateway. For each
 path and concurrency it reports the time to the first audio chunk (p50/p99),
-streams per second and, for the two proxies, CPU milliseconds per stream
+streams per second and, for every proxy, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
@@ -64,8 +64,8 @@ TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_TTFB_SLACK_MS = 0.5
 NGINX_KEEPALIVE = 256
 UPSTREAM_KEEPALIVE_S = int(DEFAULT_KEEPALIVE_EXPIRY_S)
-"""Both proxies drop an idle upstream connection after this long, as the gateway does: shorter than the
-worker's own keep-alive, so neither reuses a connection the worker is closing (nginx would answer 502)."""
+"""nginx and the floors drop an idle upstream connection after this long, as the gateway does: shorter than
+the worker's own keep-alive, so none reuses a connection the worker is closing (nginx would answer 502)."""
 
 NGINX_CONF = """\
 worker_processes 1;

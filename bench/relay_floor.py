@@ -1,6 +1,6 @@
 """The cheapest Python relays: floors for what a Python gateway can cost.
 
-``bench.proxy`` runs both as paths beside nginx and the gateway. Neither does
+``bench.proxy`` runs each as a path beside nginx and the gateway. Neither does
 anything a gateway must do (no keys, quotas, routing, deadlines or frame
 checks), so each one's CPU per stream is a lower bound on any gateway built
 the same way, not a design for one.
