@@ -11,7 +11,12 @@ streams per second and, for every proxy, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
-Two more paths are floors (``bench.relay_floor``), measured the same way: the
+``gateway_httpx`` is the in-run baseline: the gateway with its streams to
+the worker over httpx and its route through FastAPI's middleware stack, as
+it was before its lean data plane (``--upstream-client httpx
+--no-direct-routes``).
+
+Three more paths are floors (``bench.relay_floor``), measured the same way: the
 cheapest relays Python makes, with no gateway logic. ``floor_aiohttp`` is
 aiohttp's server and client on uvloop; ``floor_raw`` is asyncio protocols on
 uvloop with httptools' C parsers, bytes passed through as they arrive;
@@ -127,6 +132,10 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
 
 
 FLOORS = ("aiohttp", "raw", "raw_checked")
+
+BASELINE_GATEWAY = ("--upstream-client", "httpx", "--no-direct-routes")
+"""``gateway_httpx``: the gateway as it was before its lean data plane, the in-run baseline: streams
+to the worker over httpx (on aiohttp's pool) and the route through FastAPI's middleware stack."""
 """The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
 
 
@@ -293,6 +302,13 @@ def _compare(row: dict[str, Any]) -> None:
     row["meets_cpu_target"] = row["cpu_ratio"] is not None and row["cpu_ratio"] <= TARGET_CPU_RATIO
     row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
     row["meets_ttfb_target"] = row["ttfb_p50_extra_ms"] <= TARGET_TTFB_SLACK_MS
+    if "gateway_httpx" in row:
+        base = row["gateway_httpx"]
+        ng_cpu = ng["cpu_ms_per_stream"]
+        row["gateway_httpx_cpu_ratio"] = base["cpu_ms_per_stream"] / ng_cpu if ng_cpu else None
+        row["gateway_httpx_throughput_ratio"] = base["streams_per_s"] / ng["streams_per_s"]
+        row["gateway_httpx_ttfb_p50_extra_ms"] = base["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
+        row["gateway_cpu_over_gateway_httpx"] = gw["cpu_ms_per_stream"] / base["cpu_ms_per_stream"]
     for kind in FLOORS:
         if (path := f"floor_{kind}") in row:
             floor = row[path]
@@ -305,7 +321,7 @@ def _compare(row: dict[str, Any]) -> None:
 
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
-    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), "gateway"):
+    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), "gateway_httpx", "gateway"):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
@@ -370,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in FLOORS:
             url, floor_proc = stack.enter_context(_floor(kind, worker))
             paths[f"floor_{kind}"] = (url, floor_proc.pid)
+        base_url, base_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker, *BASELINE_GATEWAY))
+        paths["gateway_httpx"] = (base_url, base_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))

@@ -21,6 +21,8 @@ from orpheus_tts.gateway.config import (
     DEFAULT_QUOTA_STORE_FAILURE,
     DEFAULT_QUOTA_STORE_TIMEOUT_S,
     DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_UPSTREAM_CLIENT,
+    UPSTREAM_CLIENTS,
     GatewayConfig,
 )
 from orpheus_tts.realtime.limits import (
@@ -172,6 +174,12 @@ def _add_gateway_args(parser: argparse.ArgumentParser, port: int) -> None:
         type=float,
         default=_env("STALL_TIMEOUT_S", str(DEFAULT_STALL_TIMEOUT_S)),
         help="end a worker's stream as worker_lost after this long without a byte",
+    )
+    parser.add_argument(
+        "--upstream-client",
+        choices=UPSTREAM_CLIENTS,
+        default=_env("UPSTREAM_CLIENT", DEFAULT_UPSTREAM_CLIENT),
+        help="HTTP client for streams to http:// workers: lean (asyncio + httptools) or httpx",
     )
     parser.add_argument("--log-level", default="warning")
     parser.add_argument(
@@ -351,6 +359,12 @@ def _add_http_args(parser: argparse.ArgumentParser, metrics_port: bool = True) -
             help="serve /metrics only on this port, on the same host",
         )
     http.add_argument("--api-docs", action="store_true", help="serve /docs and /redoc (off by default)")
+    http.add_argument(
+        "--no-direct-routes",
+        dest="direct_routes",
+        action="store_false",
+        help="serve the streaming route through FastAPI's middleware like the others (slower; for diagnosis)",
+    )
 
 
 def _http_settings(args: argparse.Namespace) -> HttpSettings:
@@ -366,6 +380,7 @@ def _http_settings(args: argparse.Namespace) -> HttpSettings:
         allow_hosts=tuple([*args.allow_hosts, *_env_list("ORPHEUS_ALLOW_HOSTS")]),
         metrics_port=int(args.metrics_port) if getattr(args, "metrics_port", None) is not None else None,
         api_docs=args.api_docs,
+        direct_routes=args.direct_routes,
     )
 
 
@@ -476,6 +491,7 @@ def _gateway_config(args: argparse.Namespace, workers: list[str], **extra: str) 
         quota_store_timeout_s=args.quota_store_timeout_s,
         quota_store_failure=args.quota_store_failure,
         stall_timeout_s=args.stall_timeout_s,
+        upstream_client=args.upstream_client,
         http=_http_settings(args),
         realtime=_realtime_limits(args),
         extra=extra,

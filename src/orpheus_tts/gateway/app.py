@@ -25,12 +25,13 @@ from orpheus_tts.gateway.openai_models import add_model_routes
 from orpheus_tts.gateway.openai_speech import openai_error_body
 from orpheus_tts.gateway.playground import add_playground_routes
 from orpheus_tts.gateway.realtime import gateway_backend
-from orpheus_tts.gateway.routes import OPENAI_SPEECH_PATH, add_gateway_routes
+from orpheus_tts.gateway.routes import OPENAI_SPEECH_PATH, TTS_STREAM_PATH, add_gateway_routes, tts_stream
 from orpheus_tts.gateway.state import GatewayState, build_state
 from orpheus_tts.protocol import ServiceError
 from orpheus_tts.realtime.websocket import mount_realtime
 from orpheus_tts.routing import RoutingSettings
 from orpheus_tts.serving.app import create_server_app
+from orpheus_tts.serving.direct import direct_route
 
 __all__ = ["create_app"]
 
@@ -59,6 +60,7 @@ def create_app(
     app.state.service = state.service
     app.state.begin_shutdown = lambda: state.draining.begin_shutdown(config.drain_grace_s)
     add_gateway_routes(app)
+    app.state.direct_routes[TTS_STREAM_PATH.encode("ascii")] = direct_route(app, tts_stream)
     add_model_routes(app)
     mount_realtime(app, gateway_backend(state))
     add_playground_routes(app)

@@ -25,7 +25,9 @@ __all__ = [
     "DEFAULT_QUOTA_STORE_FAILURE",
     "DEFAULT_QUOTA_STORE_TIMEOUT_S",
     "DEFAULT_STALL_TIMEOUT_S",
+    "DEFAULT_UPSTREAM_CLIENT",
     "DEFAULT_UPSTREAM_CONNECTIONS",
+    "UPSTREAM_CLIENTS",
     "GatewayConfig",
 ]
 
@@ -40,6 +42,8 @@ DEFAULT_DNS_REFRESH_S = 5.0
 DEFAULT_QUOTA_LEASE_S = 30.0
 DEFAULT_QUOTA_STORE_TIMEOUT_S = 1.0
 DEFAULT_QUOTA_STORE_FAILURE = "closed"
+DEFAULT_UPSTREAM_CLIENT = "lean"
+UPSTREAM_CLIENTS = ("lean", "httpx")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class GatewayConfig:
     """``Retry-After`` sent with 503 ``no_workers``."""
     upstream_connections: int = DEFAULT_UPSTREAM_CONNECTIONS
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
+    upstream_client: str = DEFAULT_UPSTREAM_CLIENT
+    """How streams reach plain ``http://`` workers: ``lean`` (an HTTP/1.1 client on asyncio protocols
+    and httptools, a fraction of httpx's CPU per stream) or ``httpx`` (on aiohttp's pool)."""
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     """Longest silence of a worker's stream after its first audio; then the stream ends with
     ``worker_lost`` (retryable) and the silence counts against the worker."""
@@ -108,6 +115,8 @@ class GatewayConfig:
             raise ValueError("stall_timeout_s must be a positive number of seconds")
         if self.encoder_threads < 1:
             raise ValueError("encoder_threads must be at least 1")
+        if self.upstream_client not in UPSTREAM_CLIENTS:
+            raise ValueError(f"upstream_client must be one of {UPSTREAM_CLIENTS}, got {self.upstream_client!r}")
         if self.quota_store_failure not in ("closed", "open"):
             raise ValueError(f"quota_store_failure must be 'closed' or 'open', got {self.quota_store_failure!r}")
         for name in ("dns_refresh_s", "quota_lease_s", "quota_store_timeout_s"):

@@ -36,9 +36,10 @@ from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, inline_refs, json_body_route, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 
-__all__ = ["OPENAI_SPEECH_PATH", "SPEECH_SCHEMA", "add_gateway_routes"]
+__all__ = ["OPENAI_SPEECH_PATH", "SPEECH_SCHEMA", "TTS_STREAM_PATH", "add_gateway_routes", "tts_stream"]
 
 OPENAI_SPEECH_PATH = "/v1/audio/speech"
+TTS_STREAM_PATH = "/v1/tts/stream"
 
 SPEECH_SCHEMA: dict[str, Any] = inline_refs(SpeechRequest.model_json_schema())
 """The OpenAI speech request's JSON schema, for the API docs."""
@@ -121,7 +122,7 @@ SPEECH_ROUTE = json_body_route(
 
 def add_gateway_routes(app: FastAPI) -> None:
     """Register the gateway's own routes on ``app`` (its state on ``app.state.gateway``)."""
-    app.add_api_route("/v1/tts/stream", tts_stream, methods=["POST"], **TTS_STREAM_ROUTE)
+    app.add_api_route(TTS_STREAM_PATH, tts_stream, methods=["POST"], **TTS_STREAM_ROUTE)
     app.add_api_route(OPENAI_SPEECH_PATH, audio_speech, methods=["POST"], **SPEECH_ROUTE)
     app.add_api_route("/v1/voices", voices, methods=["GET"])
     app.add_api_route("/v1/system", system, methods=["GET"])

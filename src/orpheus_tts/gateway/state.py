@@ -9,6 +9,7 @@ bookkeeping done once).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -125,6 +126,7 @@ def build_state(
         max_connections=config.upstream_connections,
         max_keepalive_connections=config.upstream_connections,
     )
+    settings = dataclasses.replace(settings, lean_http=config.upstream_client == "lean")
     router = Router(_upstreams(config, settings, transport), settings, on_event=metrics.on_event)
     discovery = None
     if config.worker_dns:
@@ -133,7 +135,7 @@ def build_state(
             config.worker_dns,
             refresh_s=config.dns_refresh_s,
             nameserver=config.dns_nameserver,
-            transport=(lambda: transport) if transport is not None else (lambda: _pooled_transport(settings)),
+            transport=lambda: _transport(settings, transport),
         )
     return GatewayState(
         config=config,
@@ -153,7 +155,15 @@ def _upstreams(
     config: GatewayConfig, settings: RoutingSettings, transport: httpx.AsyncBaseTransport | None
 ) -> list[Endpoint]:
     """One endpoint per worker, each with its own connection pool."""
-    return [Endpoint(url, settings, transport=transport or _pooled_transport(settings)) for url in config.workers]
+    return [Endpoint(url, settings, transport=_transport(settings, transport)) for url in config.workers]
+
+
+def _transport(settings: RoutingSettings, given: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport | None:
+    """The httpx transport of each worker's endpoint: the one given (tests), none (httpx's own, for
+    probes) when streams go over the lean client, else aiohttp's pool."""
+    if given is not None:
+        return given
+    return None if settings.lean_http else _pooled_transport(settings)
 
 
 def _pooled_transport(settings: RoutingSettings) -> httpx.AsyncBaseTransport:

@@ -13,8 +13,10 @@ import httpx
 
 from orpheus_tts.protocol import HEADER_INFLIGHT, HEADER_QUEUE_DEPTH
 from orpheus_tts.routing.breaker import Breaker, BreakerState, Permit
+from orpheus_tts.routing.leanhttp import LeanStreamClient, supports
 from orpheus_tts.routing.scoring import DecayingValue, PeakEwma, load_score
 from orpheus_tts.routing.settings import RoutingSettings
+from orpheus_tts.routing.transport import HttpxStreamClient, StreamClient
 
 __all__ = ["Endpoint", "EndpointSnapshot", "normalize_url"]
 
@@ -113,10 +115,24 @@ class Endpoint:
             write=settings.write_timeout_s,
             pool=settings.pool_timeout_s,
         )
+        lean = transport is None and settings.lean_http and supports(self.url)
         if transport is None:
             transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
         self.client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
         self.stream_url = self.url + settings.stream_path
+        self.streams: StreamClient = (
+            LeanStreamClient(
+                self.stream_url,
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive_connections,
+                keepalive_expiry_s=settings.keepalive_expiry_s,
+                pool_timeout_s=settings.pool_timeout_s,
+            )
+            if lean
+            else HttpxStreamClient(self.client, self.stream_url)
+        )
+        """How streams are POSTed: the lean client (``settings.lean_http``, plain http://, no custom
+        ``transport``) or the httpx client."""
         self.probe_url = self.url + settings.probe_path
 
     def __repr__(self) -> str:
@@ -276,6 +292,7 @@ class Endpoint:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        await self.streams.aclose()
         await self.client.aclose()
 
 

@@ -41,6 +41,7 @@ from orpheus_tts.routing.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from orpheus_tts.routing.transport import ResponseTimeout, StreamResponse, TransportFailure
 
 __all__ = ["ENDPOINT_FAULT_CODES", "Attempt", "RoutedStream", "open_attempt"]
 
@@ -138,18 +139,15 @@ async def open_attempt(
     attempt fails; on cancellation it closes the connection and re-raises.
     """
     endpoint = attempt.endpoint
-    response: httpx.Response | None = None
+    response: StreamResponse | None = None
     stream: RoutedStream | None = None
     try:
-        request = endpoint.client.build_request(
-            "POST", endpoint.stream_url, content=content, headers=headers, timeout=timeout
-        )
         try:
-            response = await endpoint.client.send(request, stream=True)
-        except httpx.ReadTimeout as exc:
-            raise UpstreamTimeoutError(endpoint.url, f"{endpoint.url} sent no response in time: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(endpoint.url, f"cannot reach {endpoint.url}: {exc!r}") from exc
+            response = await endpoint.streams.post(content, headers, timeout)
+        except ResponseTimeout as exc:
+            raise UpstreamTimeoutError(endpoint.url, f"{endpoint.url} sent no response in time: {exc}") from exc
+        except TransportFailure as exc:
+            raise UpstreamConnectError(endpoint.url, f"cannot reach {endpoint.url}: {exc}") from exc
         endpoint.observe_headers(response.headers, attempt.clock())
         if response.status_code != 200:
             raise await _status_error(endpoint, response, attempt.clock)
@@ -173,7 +171,7 @@ async def open_attempt(
 
 
 async def _status_error(
-    endpoint: Endpoint, response: httpx.Response, clock: Callable[[], float]
+    endpoint: Endpoint, response: StreamResponse, clock: Callable[[], float]
 ) -> UpstreamStatusError:
     status = response.status_code
     limit = endpoint.settings.max_error_body_bytes
@@ -183,7 +181,7 @@ async def _status_error(
             raw += data
             if len(raw) >= limit:
                 break
-    except httpx.HTTPError:
+    except (TransportFailure, ResponseTimeout):
         pass
     finally:
         await response.aclose()
@@ -246,7 +244,7 @@ class RoutedStream:
     the server to stop.
     """
 
-    def __init__(self, attempt: Attempt, response: httpx.Response) -> None:
+    def __init__(self, attempt: Attempt, response: StreamResponse) -> None:
         self._attempt = attempt
         self._response = response
         self._chunks = response.aiter_bytes()
@@ -339,11 +337,11 @@ class RoutedStream:
                     url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
                 ) from None
             return frames
-        except httpx.ReadTimeout as exc:
-            raise UpstreamTimeoutError(url, f"{url} stopped sending: {exc!r}") from exc
-        except httpx.TransportError as exc:
+        except ResponseTimeout as exc:
+            raise UpstreamTimeoutError(url, f"{url} stopped sending: {exc}") from exc
+        except TransportFailure as exc:
             raise BrokenStreamError(
-                url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {exc!r}"
+                url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {exc}"
             ) from exc
         return self._decode(data)
 

@@ -123,6 +123,9 @@ class RoutingSettings:
     """Longest NDJSON line accepted, in bytes."""
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     """Timeout of one health probe (``GET /readyz``), in seconds."""
+    lean_http: bool = False
+    """POST streams to plain ``http://`` endpoints with the lean client (``routing/leanhttp.py``)
+    instead of httpx; an endpoint given its own httpx transport always uses httpx."""
     stream_path: str = "/v1/tts/stream"
     """Path of the streaming synthesis endpoint."""
     probe_path: str = "/readyz"

@@ -66,6 +66,9 @@ def create_server_app(
     app.state.http = http
     install_error_handlers(app)
     app.add_middleware(FrontDoor, settings=http, is_open=is_open, error_body=error_body)
+    # The same checks, for the direct routes that bypass the middleware stack (``serving/direct.py``).
+    app.state.front_door = FrontDoor(app.router, settings=http, is_open=is_open, error_body=error_body)
+    app.state.direct_routes = {}
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

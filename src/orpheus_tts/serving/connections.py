@@ -24,6 +24,14 @@ get there still pile up until the process runs out of descriptors.
   the app is answering, the newcomer gets 503 ``overloaded`` and is closed
   after a short linger.
 
+**Direct routes.** A server may name POST paths (``direct_routes``) whose
+requests go straight to an ASGI app of their own instead of through the
+framework's middleware stack and router: its hottest route, a stream, then
+costs no per-request framework work (``serving/direct.py`` builds such apps,
+with the request checks the middleware would have made). The app's task is
+cancelled when its client disconnects, if it asked for that (its response
+sets :data:`CANCEL_ON_DISCONNECT` on the cycle).
+
 The fast path (a request whose head arrives in one read) arms no timer and does
 a few integer comparisons; a timer exists only while a connection waits for
 bytes. ``bench/security.py`` compares the CPU cost with the plain protocol and
@@ -37,15 +45,23 @@ import json
 import logging
 import resource
 from asyncio import TimerHandle
+from collections.abc import Mapping
 from typing import Any, ClassVar, cast
 
 import httptools
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from orpheus_tts.protocol import ErrorCode, error_body
 from orpheus_tts.serving.settings import HttpSettings
 
-__all__ = ["OVERFLOW_LINGER_S", "GuardedHttpToolsProtocol", "effective_max_connections", "guarded_protocol"]
+__all__ = [
+    "CANCEL_ON_DISCONNECT",
+    "OVERFLOW_LINGER_S",
+    "GuardedHttpToolsProtocol",
+    "effective_max_connections",
+    "guarded_protocol",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +73,10 @@ _HEADER_OVERHEAD_BYTES = 4
 
 _IDLE, _HEAD, _BODY, _BUSY, _DONE = range(5)
 """Connection phases: waiting for a request, reading its head, reading its body, answering it, closed."""
+
+
+CANCEL_ON_DISCONNECT = "orpheus_cancel_on_disconnect"
+"""Attribute of uvicorn's request cycle: a task set there is cancelled when the client disconnects."""
 
 
 class _Refused(Exception):
@@ -77,15 +97,22 @@ def effective_max_connections(settings: HttpSettings) -> int:
     return max(1, min(settings.max_connections, soft // 2))
 
 
-def guarded_protocol(settings: HttpSettings) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class for one server (``uvicorn.Config(http=...)``): its settings and its own
-    table of connections still reading a request."""
+def guarded_protocol(
+    settings: HttpSettings, direct_routes: Mapping[bytes, ASGIApp] | None = None
+) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for one server (``uvicorn.Config(http=...)``): its settings, its own
+    table of connections still reading a request, and its direct routes (POST path -> ASGI app)."""
     cap = effective_max_connections(settings)
     if cap < settings.max_connections:
         logger.warning(
             "max_connections %d capped at %d: half of this process's open-file limit", settings.max_connections, cap
         )
-    namespace = {"settings": settings, "max_connections": cap, "reading": {}}
+    namespace = {
+        "settings": settings,
+        "max_connections": cap,
+        "reading": {},
+        "direct_routes": dict(direct_routes or {}),
+    }
     return cast(
         "type[GuardedHttpToolsProtocol]", type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), namespace)
     )
@@ -113,6 +140,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_connections: ClassVar[int] = HttpSettings().max_connections
     reading: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}
     """Connections still reading a request, oldest first: the ones closed to make room at the cap."""
+    direct_routes: ClassVar[dict[bytes, ASGIApp]] = {}
+    """POST paths answered by their own ASGI app, past the middleware stack (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -140,7 +169,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _DONE
         self._disarm()
         self.reading.pop(self, None)
+        cycle = self.cycle
         super().connection_lost(exc)
+        task = getattr(cycle, CANCEL_ON_DISCONNECT, None)
+        if task is not None and cycle is not None and not cycle.response_complete:
+            task.cancel()
 
     def _evict_oldest(self) -> bool:
         """Close the connection that has been reading its request the longest; False if none is."""
@@ -219,7 +252,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._phase = _BODY
         self._started = self._last_body = self.loop.time()
-        super().on_headers_complete()
+        direct = self.direct_routes.get(self.url.partition(b"?")[0]) if self.direct_routes else None
+        if direct is None or self.parser.get_method() != b"POST":
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, direct  # uvicorn starts the request's task with ``self.app``
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_body(self, body: bytes) -> None:
         self._last_body = self.loop.time()

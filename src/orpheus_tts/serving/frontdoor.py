@@ -81,13 +81,14 @@ class FrontDoor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            error = self._check(scope)
+            error = self.check(scope)
             if error is not None:
-                await self._refuse(scope, send, error)
+                await self.refuse(scope, send, error)
                 return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> ServiceError | None:
+    def check(self, scope: Scope) -> ServiceError | None:
+        """The refusal an HTTP request's scope earns, or ``None`` when it may go on."""
         server = scope.get("server")
         path: str = scope["path"]
         metrics_port = self.settings.metrics_port
@@ -138,7 +139,7 @@ class FrontDoor:
             ErrorCode.FORBIDDEN, f"requests from origin {text!r} are not allowed (allow it with --allow-origin)"
         )
 
-    async def _refuse(self, scope: Scope, send: Send, error: ServiceError) -> None:
+    async def refuse(self, scope: Scope, send: Send, error: ServiceError) -> None:
         body = json.dumps(self.error_body(scope["path"], error)).encode("utf-8")
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode("ascii"))]
         await send({"type": "http.response.start", "status": error.http_status, "headers": headers})

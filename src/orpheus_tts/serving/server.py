@@ -4,7 +4,9 @@ Both ``orpheus-tts worker|gateway|serve`` and the in-process
 :class:`~orpheus_tts.serving.local.ThreadedServer` build their uvicorn
 configuration here, so the limits of :class:`HttpSettings` hold wherever a
 server runs. With ``metrics_port`` set, the same server also listens there
-(``/metrics`` is then answered only on that port).
+(``/metrics`` is then answered only on that port). An app whose state names
+``direct_routes`` (POST path -> ASGI app) has those requests handed to those
+apps by the connection layer.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ def uvicorn_config(app: Any, host: str, port: int, settings: HttpSettings, **opt
         app,
         host=host,
         port=port,
-        http=guarded_protocol(settings),
+        http=guarded_protocol(settings, _direct_routes(app, settings)),
         timeout_keep_alive=max(1, round(settings.keepalive_timeout_s)),
         log_config=log_config(),
         **options,
     )
+
+
+def _direct_routes(app: Any, settings: HttpSettings) -> Any:
+    return getattr(getattr(app, "state", None), "direct_routes", None) if settings.direct_routes else None
 
 
 def bind_sockets(host: str, port: int, settings: HttpSettings) -> list[socket.socket]:

@@ -59,6 +59,9 @@ class HttpSettings:
     api_docs: bool = False
     """Serve ``/docs`` and ``/redoc``. Their pages load Swagger UI and ReDoc from a public CDN onto
     this origin, where the playground keeps its key: off by default; ``/openapi.json`` is always served."""
+    direct_routes: bool = True
+    """Answer the server's streaming route past the framework's middleware stack, its body written
+    straight to the connection (``serving/direct.py``); off: through FastAPI like every other route."""
 
     def __post_init__(self) -> None:
         for name in ("max_header_line_bytes", "max_header_bytes", "max_connections"):

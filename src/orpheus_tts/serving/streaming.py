@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from orpheus_tts.protocol import ServiceError
+from orpheus_tts.serving.connections import CANCEL_ON_DISCONNECT
 
 __all__ = ["PreparedStream", "PreparedStreamResponse"]
 
@@ -52,6 +54,10 @@ class PreparedStreamResponse(Response):
         self.disconnected = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = getattr(send, "__self__", None)
+        if isinstance(cycle, RequestResponseCycle):
+            await self._run_direct(cycle, send)
+            return
         work = asyncio.ensure_future(self._run(send))
         watch = asyncio.ensure_future(self._wait_disconnect(receive))
         try:
@@ -66,6 +72,20 @@ class PreparedStreamResponse(Response):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await work
 
+    async def _run_direct(self, cycle: RequestResponseCycle, send: Send) -> None:
+        work = asyncio.ensure_future(self._run(send, cycle))
+        setattr(cycle, CANCEL_ON_DISCONNECT, work)  # the connection layer cancels it on a disconnect
+        try:
+            await asyncio.wait({work})
+        finally:
+            setattr(cycle, CANCEL_ON_DISCONNECT, None)
+            if not work.done():  # this task was cancelled: the server is stopping
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await work
+            if work.cancelled():
+                self.disconnected = True
+
     async def _wait_disconnect(self, receive: Receive) -> None:
         while True:
             message = await receive()
@@ -73,7 +93,7 @@ class PreparedStreamResponse(Response):
                 self.disconnected = True
                 return
 
-    async def _run(self, send: Send) -> None:
+    async def _run(self, send: Send, cycle: RequestResponseCycle | None = None) -> None:
         try:
             prepared = await self._prepare()
         except ServiceError as error:
@@ -88,6 +108,11 @@ class PreparedStreamResponse(Response):
                     "headers": _raw_headers({**headers, "cache-control": "no-store", "x-accel-buffering": "no"}),
                 }
             )
+            if cycle is not None:
+                if not await _write_direct(cycle, prepared.body):
+                    return
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             async for data in prepared.body:
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -108,6 +133,19 @@ class PreparedStreamResponse(Response):
             headers.setdefault("www-authenticate", "Bearer")
         await send({"type": "http.response.start", "status": error.http_status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _write_direct(cycle: RequestResponseCycle, body: AsyncIterator[bytes]) -> bool:
+    """The body as HTTP chunks on uvicorn's connection; False if the client went away."""
+    transport, flow = cycle.transport, cycle.flow
+    async for data in body:
+        if cycle.disconnected:
+            return False
+        if data:
+            if flow.write_paused:
+                await flow.drain()
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+    return not cycle.disconnected
 
 
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

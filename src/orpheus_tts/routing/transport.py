@@ -1,0 +1,106 @@
+"""What the routing core needs from an HTTP client to POST a stream, and httpx's client behind it.
+
+An attempt POSTs one request and reads the response's body piece by piece
+(:class:`StreamClient`, :class:`StreamResponse`). Two clients provide it:
+:class:`HttpxStreamClient` (the SDK's, and anything with a custom httpx
+transport) and :class:`~orpheus_tts.routing.leanhttp.LeanStreamClient` (the
+gateway's, to plain ``http://`` workers: asyncio protocols and httptools'
+parser, about a tenth of httpx's CPU per stream). Either raises only
+:class:`TransportFailure` and :class:`ResponseTimeout`, which the routing
+core turns into its own errors with the endpoint's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import httpx
+
+__all__ = ["HttpxStreamClient", "ResponseTimeout", "StreamClient", "StreamResponse", "TransportFailure"]
+
+
+class TransportFailure(Exception):
+    """No connection could be made, or the connection broke (the message says which)."""
+
+
+class ResponseTimeout(Exception):
+    """The server sent nothing for longer than the read timeout."""
+
+
+class StreamResponse(Protocol):
+    """A response whose body is still arriving."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> httpx.Headers: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive (de-chunked); raises ``TransportFailure`` or ``ResponseTimeout``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Done with the response: a body not read to its end closes the connection (the server stops)."""
+        ...
+
+
+class StreamClient(Protocol):
+    """POSTs to one endpoint's streaming URL."""
+
+    async def post(self, content: bytes, headers: Mapping[str, str], timeout: httpx.Timeout) -> StreamResponse:
+        """Send the request; return once the response's head arrived.
+
+        Raises ``TransportFailure`` (no connection, a broken one) or
+        ``ResponseTimeout`` (no response within ``timeout.read``).
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxStreamClient:
+    """:class:`StreamClient` over an ``httpx.AsyncClient`` (which the endpoint owns and closes)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    async def post(self, content: bytes, headers: Mapping[str, str], timeout: httpx.Timeout) -> StreamResponse:
+        request = self._client.build_request("POST", self._url, content=content, headers=headers, timeout=timeout)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.ReadTimeout as exc:
+            raise ResponseTimeout(repr(exc)) from exc
+        except httpx.TransportError as exc:
+            raise TransportFailure(repr(exc)) from exc
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the endpoint closes the client."""
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.aiter_bytes():
+                yield data
+        except httpx.ReadTimeout as exc:
+            raise ResponseTimeout(repr(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise TransportFailure(repr(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
