@@ -16,11 +16,13 @@ from orpheus_tts.sdk import OrpheusTTS
 from tests.faultproxy import Faults, fault_proxy
 from tests.reliability.harness import COMPLETE, Received, gateway, metric, sdk_stream, tally
 
-SLOW_LATENCY_S = 1.5
+SLOW_LATENCY_S = 3.0
 """Delay the proxy adds to every read from the slow worker."""
 HEDGE_TTFB_MS = 150.0
-FIRST_AUDIO_BOUND_S = SLOW_LATENCY_S * 0.6
-"""Hedged, no stream may wait for the slow worker: its first audio comes well before one slow read."""
+FIRST_AUDIO_BOUND_S = SLOW_LATENCY_S
+"""Hedged, no stream may wait for the slow worker: its first audio comes before one slow read could
+end. Not a tighter bound: on a busy machine the fast worker itself has taken up to 1.3 s to first
+audio with every stream hedged to it, and the property is that none waited, not how fast it is."""
 NO_PROBES_S = 600.0
 """Probe interval that keeps health probes out of the picture: the router alone must cope."""
 

@@ -33,7 +33,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -289,7 +289,7 @@ class _Connection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         self.parser = httptools.HttpResponseParser(self)
         if response is not None:
-            response.complete()
+            pass
         if keep_alive and self.usable and not self.client._closed:
             self.reused = False
             self.client._release(self)
@@ -398,22 +398,24 @@ class _LeanResponse:
             assert self._error is not None
             raise self._error
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        while True:
-            if self._pieces:
-                piece = self._pieces.popleft()
-                self._buffered -= len(piece)
-                if self._paused and self._buffered < LOW_WATER_BYTES and self._connection is not None:
-                    self._paused = False
-                    self._connection.resume_reading()
-                yield piece
-            elif self._state == _DONE:
-                return
-            elif self._state == _LOST:
+    @property
+    def finished(self) -> bool:
+        return self._state == _DONE and not self._pieces
+
+    async def read(self) -> bytes:
+        while not self._pieces:
+            if self._state == _DONE:
+                return b""
+            if self._state == _LOST:
                 assert self._error is not None
                 raise self._error
-            else:
-                await self._wait(self._read_s, "data")
+            await self._wait(self._read_s, "data")
+        piece = self._pieces.popleft()
+        self._buffered -= len(piece)
+        if self._paused and self._buffered < LOW_WATER_BYTES and self._connection is not None:
+            self._paused = False
+            self._connection.resume_reading()
+        return piece
 
     async def aclose(self) -> None:
         self.close()

@@ -13,11 +13,10 @@ a deadline). A request-caused error is never tried on another endpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
@@ -177,10 +176,8 @@ async def _status_error(
     limit = endpoint.settings.max_error_body_bytes
     raw = bytearray()
     try:
-        async for data in response.aiter_bytes():
+        while len(raw) < limit and (data := await response.read()):
             raw += data
-            if len(raw) >= limit:
-                break
     except (TransportFailure, ResponseTimeout):
         pass
     finally:
@@ -247,7 +244,6 @@ class RoutedStream:
     def __init__(self, attempt: Attempt, response: StreamResponse) -> None:
         self._attempt = attempt
         self._response = response
-        self._chunks = response.aiter_bytes()
         # Chunks stay the lines they arrived in: a proxy relays them without touching the audio.
         self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes, lazy_audio=True)
         self._tracker = StreamTracker()
@@ -329,20 +325,20 @@ class RoutedStream:
         """The next frames from the body; raises (recording nothing) if the body breaks."""
         url = self._attempt.endpoint.url
         try:
-            data = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            frames = self._decode(None)
-            if not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
-                raise BrokenStreamError(
-                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
-                ) from None
-            return frames
+            data = await self._response.read()
         except ResponseTimeout as exc:
             raise UpstreamTimeoutError(url, f"{url} stopped sending: {exc}") from exc
         except TransportFailure as exc:
             raise BrokenStreamError(
                 url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {exc}"
             ) from exc
+        if not data:
+            frames = self._decode(None)
+            if not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
+                raise BrokenStreamError(
+                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
+                ) from None
+            return frames
         return self._decode(data)
 
     def _decode(self, data: bytes | None) -> list[Frame]:
@@ -365,40 +361,36 @@ class RoutedStream:
     async def _end(self, frame: EosFrame | ErrorFrame) -> None:
         """The terminal frame arrived: report the verdict, then read on to the end of the body.
 
-        Reaching the end lets the connection be reused; it happens in the
-        background (bounded in time and bytes) so the caller gets the terminal
-        frame at once.
+        Reaching the end lets the connection be reused; unless the body has
+        ended already, it happens in the background (bounded in time and bytes)
+        so the caller gets the terminal frame at once.
         """
         self._attempt.finish("success" if isinstance(frame, EosFrame) else error_frame_verdict(frame))
         if self._closed:
             return
         self._closed = True  # the drain owns the connection from here
+        if self._response.finished:
+            await self._response.aclose()
+            return
         self._attempt.endpoint.run_in_background(self._drain_then_close(), DRAIN_TIMEOUT_S)
 
     async def _drain_then_close(self) -> None:
         try:
             drained = 0
-            async for data in self._chunks:
+            while data := await self._response.read():
                 drained += len(data)
                 if drained > MAX_DRAIN_BYTES:
                     return
+        except (TransportFailure, ResponseTimeout):
+            return
         finally:
-            await self._release_transport()
+            await self._response.aclose()
 
     async def close_transport(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._release_transport()
-
-    async def _release_transport(self) -> None:
-        aclose: Any = getattr(self._chunks, "aclose", None)
-        try:
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-        finally:
-            await self._response.aclose()
+        await self._response.aclose()
 
     async def fail(self) -> None:
         """Close the connection and count the stream against its endpoint (e.g. it stalled)."""

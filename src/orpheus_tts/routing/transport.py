@@ -12,8 +12,9 @@ core turns into its own errors with the endpoint's context.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -37,8 +38,14 @@ class StreamResponse(Protocol):
     @property
     def headers(self) -> httpx.Headers: ...
 
-    def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body's pieces as they arrive (de-chunked); raises ``TransportFailure`` or ``ResponseTimeout``."""
+    @property
+    def finished(self) -> bool:
+        """True once the whole body has arrived (the connection is free for the next request)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The body's next piece as it arrives (de-chunked), ``b""`` at its end; raises
+        ``TransportFailure`` or ``ResponseTimeout``."""
         ...
 
     async def aclose(self) -> None:
@@ -84,6 +91,8 @@ class HttpxStreamClient:
 class _HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
+        self._pieces = response.aiter_bytes()
+        self._finished = False
 
     @property
     def status_code(self) -> int:
@@ -93,14 +102,29 @@ class _HttpxResponse:
     def headers(self) -> httpx.Headers:
         return self._response.headers
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    async def read(self) -> bytes:
         try:
-            async for data in self._response.aiter_bytes():
-                yield data
+            while True:
+                data = await self._pieces.__anext__()
+                if data:
+                    return data
+        except StopAsyncIteration:
+            self._finished = True
+            return b""
         except httpx.ReadTimeout as exc:
             raise ResponseTimeout(repr(exc)) from exc
         except httpx.HTTPError as exc:
             raise TransportFailure(repr(exc)) from exc
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        aclose: Any = getattr(self._pieces, "aclose", None)
+        try:
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        finally:
+            await self._response.aclose()
