@@ -110,7 +110,10 @@ def test_each_documented_flag_reaches_its_field(cls: type, command: str) -> None
         text, expected = value_for(field)
         for flag in field.flags:
             config = build(command, [flag] if text is None else [flag, text], cls)
-            assert getattr(config, field.name) == expected, f"{flag} does not set {cls.__name__}.{field.name}"
+            wanted = (
+                (not expected) if text is None and flag.startswith("--no-") else expected
+            )  # a switch that turns off
+            assert getattr(config, field.name) == wanted, f"{flag} does not set {cls.__name__}.{field.name}"
 
 
 @pytest.mark.parametrize(("cls", "command"), CONFIGS)

@@ -126,7 +126,6 @@ class Endpoint:
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_keepalive_connections,
                 keepalive_expiry_s=settings.keepalive_expiry_s,
-                pool_timeout_s=settings.pool_timeout_s,
             )
             if lean
             else HttpxStreamClient(self.client, self.stream_url)

@@ -9,7 +9,7 @@ what a stream needs and nothing more:
 - **Pooled keep-alive connections**, most recently used first, each dropped
   after ``keepalive_expiry_s`` idle (before the worker's own keep-alive
   timeout closes it under us); at most ``max_connections`` per endpoint, a
-  request waiting ``pool_timeout_s`` for one to free up. A request whose
+  request waiting the pool timeout for one to free up. A request whose
   reused connection turns out closed before any byte of the answer is sent
   once more on a new connection (the worker never saw it).
 - **One write per request** (head and body), the response parsed by
@@ -80,7 +80,6 @@ class LeanStreamClient:
         max_connections: int,
         max_keepalive_connections: int,
         keepalive_expiry_s: float,
-        pool_timeout_s: float,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
@@ -92,7 +91,6 @@ class LeanStreamClient:
         self.max_connections = max_connections
         self.max_keepalive_connections = max_keepalive_connections
         self.keepalive_expiry_s = keepalive_expiry_s
-        self.pool_timeout_s = pool_timeout_s
         self._idle: list[tuple[float, _Connection]] = []
         """Idle connections with the time each went idle; the last is the most recently used."""
         self.open_connections = 0
@@ -142,44 +140,48 @@ class LeanStreamClient:
         if self.open_connections >= self.max_connections:
             await self._wait_for_room(timeout.pool)
             return await self._acquire(timeout)
-        self.open_connections += 1
-        try:
-            return await self._open(timeout.connect)
-        except BaseException:
-            self._forget()
-            raise
+        return await self._open(timeout.connect)
 
     async def _connect(self, timeout: httpx.Timeout) -> _Connection:
         """A new connection, within the cap (the caller's last one has just closed)."""
-        if self.open_connections >= self.max_connections:
+        while self.open_connections >= self.max_connections:
             await self._wait_for_room(timeout.pool)
-        self.open_connections += 1
-        try:
-            return await self._open(timeout.connect)
-        except BaseException:
-            self._forget()
-            raise
+        return await self._open(timeout.connect)
 
     async def _open(self, connect_s: float | None) -> _Connection:
+        """A new connection; it holds one of ``max_connections`` from now until it is lost."""
+        self.open_connections += 1
+        connection = _Connection(self)
         loop = asyncio.get_running_loop()
-        connecting = loop.create_connection(lambda: _Connection(self), self.host, self.port)
+        connecting = loop.create_connection(lambda: connection, self.host, self.port)
         try:
-            _, protocol = await asyncio.wait_for(connecting, connect_s)
-        except asyncio.TimeoutError as exc:
-            raise TransportFailure(f"connecting to {self.host}:{self.port} took over {connect_s} s") from exc
-        except OSError as exc:
-            raise TransportFailure(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
-        return protocol
+            await asyncio.wait_for(connecting, connect_s)
+        except BaseException as exc:
+            if connection.transport is not None or connection.gone:
+                connection.close()  # made after all: its connection_lost gives the slot back
+            else:
+                connection.gone = True
+                self._forget()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TransportFailure(f"connecting to {self.host}:{self.port} took over {connect_s} s") from exc
+            if isinstance(exc, OSError):
+                raise TransportFailure(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
+            raise
+        return connection
 
     async def _wait_for_room(self, pool_s: float | None) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), pool_s)
-        except asyncio.TimeoutError as exc:
-            raise TransportFailure(
-                f"all {self.max_connections} connections to {self.host}:{self.port} stayed busy for {pool_s} s"
-            ) from exc
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._wake_one()  # woken as it gave up: the room goes to the next in line
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TransportFailure(
+                    f"all {self.max_connections} connections to {self.host}:{self.port} stayed busy for {pool_s} s"
+                ) from exc
+            raise
         finally:
             if not waiter.done():
                 waiter.cancel()
@@ -214,6 +216,10 @@ class LeanStreamClient:
         idle, self._idle = self._idle, []
         for _, connection in idle:
             connection.close()
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(TransportFailure("the client is closed"))
 
 
 class _Connection(asyncio.Protocol):
@@ -225,7 +231,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.response: _LeanResponse | None = None
         self.reused = False
-        self._gone = False
+        self.gone = False
 
     @property
     def usable(self) -> bool:
@@ -266,8 +272,8 @@ class _Connection(asyncio.Protocol):
         response, self.response = self.response, None
         if response is not None:
             response.connection_closed(exc)
-        if not self._gone:
-            self._gone = True
+        if not self.gone:
+            self.gone = True
             self.client._forget(self)
 
     # ------------------------------------------------------------------ httptools callbacks
@@ -289,7 +295,7 @@ class _Connection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         self.parser = httptools.HttpResponseParser(self)
         if response is not None:
-            pass
+            response.complete()
         if keep_alive and self.usable and not self.client._closed:
             self.reused = False
             self.client._release(self)
@@ -350,6 +356,9 @@ class _LeanResponse:
 
     def complete(self) -> None:
         self._state = _DONE
+        if self._paused and self._connection is not None:
+            self._paused = False
+            self._connection.resume_reading()  # it goes back to the pool: reading must go on
         self._connection = None  # back in the pool: no longer ours
         self._wake()
 
