@@ -24,7 +24,7 @@ from orpheus_tts.engines.testing import render
 from orpheus_tts.gateway.app import create_app
 from orpheus_tts.gateway.auth import Authenticator
 from orpheus_tts.gateway.config import GatewayConfig
-from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder
+from orpheus_tts.protocol import ChunkFrame, EosFrame, ErrorFrame, FrameDecoder
 from orpheus_tts.serving.settings import HttpSettings
 from orpheus_tts.worker.app import create_app as create_worker_app
 from orpheus_tts.worker.config import WorkerConfig
@@ -185,3 +185,49 @@ async def test_a_missing_or_wrong_key_on_the_direct_route_is_401_bearer(worker: 
     assert admitted.status == 200
     assert admitted.pcm == render("With a key.")
     assert STREAM not in gw.seen
+
+
+# --------------------------------------------------------------------------- the pushed relay
+# After the first audio, the direct route relays from the worker connection's read callbacks
+# (``Relay.write_direct``): these are the ends a stream can meet there.
+
+
+def serve_gateway_config(worker: str, **config: float) -> contextlib.AbstractContextManager[Gateway]:
+    @contextlib.contextmanager
+    def serve() -> Iterator[Gateway]:
+        app = create_app(GatewayConfig(workers=(worker,), **config))  # type: ignore[arg-type]
+        with run_server(app) as url:
+            yield Gateway(url, app, [])
+
+    return serve()
+
+
+def last_error(result: StreamResult) -> ErrorFrame:
+    frame = result.frames[-1]
+    assert isinstance(frame, ErrorFrame), f"the stream ended with {frame!r}, not an error frame"
+    return frame
+
+
+async def test_a_worker_that_goes_silent_mid_stream_ends_as_worker_lost(worker: str) -> None:
+    with serve_gateway_config(worker, stall_timeout_s=0.5) as gw:
+        result = await stream_tts(gw.url, {"text": TEXT, "fault_stall_after": 2})
+        assert await eventually(lambda: gw.app.state.router.snapshots()[0].inflight == 0)
+    error = last_error(result)
+    assert (error.code, error.retryable) == ("worker_lost", True)
+    assert "stall timeout" in error.message
+    assert len(chunks(result)) >= 1, "the audio before the silence was relayed"
+
+
+async def test_the_deadline_passing_mid_stream_ends_the_pushed_stream(worker: str) -> None:
+    with serve_gateway_config(worker) as gw:
+        result = await stream_tts(gw.url, {"text": TEXT * 3, "timeout_s": 1.0, "fault_piece_delay_ms": 300})
+    error = last_error(result)
+    assert error.code == "deadline_exceeded"
+    assert chunks(result), "the audio before the deadline was relayed"
+
+
+async def test_an_engine_error_mid_stream_is_relayed_as_the_workers_error_frame(worker: str) -> None:
+    with serve_gateway_config(worker) as gw:
+        result = await stream_tts(gw.url, {"text": TEXT, "fault_error_after": 2})
+    assert last_error(result).code == "engine_error"
+    assert len(chunks(result)) == 2

@@ -15,14 +15,14 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
 from orpheus_tts.serving.shutdown import GraceCut
 
-__all__ = ["Draining", "Relay", "ndjson_lines", "same_frames"]
+__all__ = ["DirectSink", "Draining", "Relay", "ndjson_lines", "same_frames"]
 
 T = TypeVar("T")
 
@@ -87,6 +87,27 @@ class Draining:
             await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
 
 
+class DirectSink(Protocol):
+    """Where :meth:`Relay.write_direct` writes: the client's connection (``serving/streaming.py``)."""
+
+    @property
+    def gone(self) -> bool: ...
+
+    @property
+    def paused(self) -> bool:
+        """True while the connection's write buffer is over its high-water mark."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Relay(Generic[T]):
     """One upstream stream's frames (each batch rendered by ``render``), its bookkeeping done exactly once.
 
@@ -129,6 +150,46 @@ class Relay(Generic[T]):
                     self._samples += frame.samples
             self._ready.extend(self._render(batch))
         return self._ready.popleft()
+
+    async def write_direct(self, sink: DirectSink) -> bool:
+        """Relay to ``sink`` from the connection's read callbacks: each batch is checked, rendered and
+        written as the worker's bytes are read, and this task only waits for the end (draining the
+        sink, with the worker's socket paused, while the client reads slower than the worker sends).
+        Iterates instead when the upstream cannot push. False if the client went away."""
+        upstream = self._upstream
+        loop = asyncio.get_running_loop()
+        wake: list[asyncio.Future[None]] = [loop.create_future()]
+        paused = [False]
+
+        def on_batch(batch: list[Frame]) -> None:
+            for frame in batch:
+                if isinstance(frame, ChunkFrame):
+                    self._samples += frame.samples
+            for piece in self._render(batch):
+                sink.write(cast(bytes, piece))
+            if sink.paused and not paused[0]:
+                paused[0] = True
+                upstream.pause()
+                _wake(wake[0])
+
+        ended = upstream.push(on_batch)
+        if ended is None:
+            async for piece in self:
+                if sink.gone:
+                    return False
+                if sink.paused:
+                    await sink.drain()
+                sink.write(cast(bytes, piece))
+            return not sink.gone
+        ended.add_done_callback(lambda _: _wake(wake[0]))
+        while not ended.done():
+            await wake[0]
+            wake[0] = loop.create_future()
+            if paused[0] and not ended.done():
+                await sink.drain()
+                paused[0] = False
+                upstream.resume()
+        return not sink.gone
 
     async def aclose(self) -> None:
         if self._closed:

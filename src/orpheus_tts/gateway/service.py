@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,7 @@ class UpstreamStream:
     stop: asyncio.Future[None] | None = None
     """Completed when the gateway's drain grace runs out: the stream then ends ``cancelled``."""
     outcome: str = field(default="cancelled")
+    _cancel_push: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def hints(self) -> dict[str, str]:
@@ -81,44 +82,116 @@ class UpstreamStream:
                 try:
                     frames = await run_before(self.routed.next_frames(), min(self.deadline, stall_at), self.stop)
                 except Stopped:
-                    yield [self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)]
+                    yield [self._stopped()]
                     return
                 except DeadlinePassed:
                     # Which bound applied, not the clock now: a timer may fire a little early.
                     if stall_at < self.deadline:
                         await self.routed.fail()
-                        yield [
-                            self._end(
-                                ErrorCode.WORKER_LOST,
-                                f"the worker sent nothing for {self.stall_timeout_s:g} s (stall timeout)",
-                                retryable=True,
-                            )
-                        ]
+                        yield [self._stalled()]
                     else:
-                        yield [self._end(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed during synthesis")]
+                        yield [self._past_deadline()]
                     return
                 except RoutingError as exc:
-                    yield [self._end(ErrorCode.WORKER_LOST, f"the worker was lost mid-stream: {exc}", retryable=True)]
+                    yield [self._lost(exc)]
                     return
                 if not frames:
                     yield [self._end(ErrorCode.WORKER_LOST, "the worker's stream ended without eos")]
                     return
-                last = frames[-1]  # the routing core ends a batch at its terminal frame
-                if isinstance(last, EosFrame):
-                    self.outcome = "ok"
-                elif isinstance(last, ErrorFrame):
-                    self.outcome = last.code
+                self._note_terminal(frames[-1])  # the routing core ends a batch at its terminal frame
                 yield frames
-                if isinstance(last, (EosFrame, ErrorFrame)):
+                if isinstance(frames[-1], (EosFrame, ErrorFrame)):
                     return
         finally:
             await self.close()
+
+    def push(self, on_batch: Callable[[list[Frame]], None]) -> asyncio.Future[None] | None:
+        """The callback twin of :meth:`batches`: each batch goes to ``on_batch`` as the worker's bytes
+        are read, under the same deadline, stall timeout and shutdown cut, ending with ``eos`` or
+        ``error``; the future is done once the last batch went out. ``None`` when the routed stream
+        cannot be pushed (then iterate :meth:`batches`)."""
+        if not self.routed.can_push:
+            return None
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        timers: list[asyncio.TimerHandle] = []
+        last_read = [loop.time()]
+
+        def finish(frames: list[Frame]) -> None:
+            if ended.done():
+                return
+            for timer in timers:
+                timer.cancel()
+            if self.stop is not None:
+                self.stop.remove_done_callback(on_stop)
+            ended.set_result(None)
+            if frames:
+                on_batch(frames)
+
+        def on_frames(frames: list[Frame]) -> None:
+            if ended.done():
+                return
+            last_read[0] = loop.time()
+            self._note_terminal(frames[-1])
+            if isinstance(frames[-1], (EosFrame, ErrorFrame)):
+                finish(frames)
+            else:
+                on_batch(frames)
+
+        def check_stall() -> None:
+            idle = loop.time() - last_read[0]
+            if idle < self.stall_timeout_s:
+                timers.append(loop.call_later(self.stall_timeout_s - idle, check_stall))
+                return
+            self.routed.fail_now()
+            finish([self._stalled()])
+
+        def on_stop(_: asyncio.Future[None]) -> None:
+            finish([self._stopped()])
+
+        timers.append(
+            loop.call_later(max(0.0, self.deadline - time.monotonic()), lambda: finish([self._past_deadline()]))
+        )
+        timers.append(loop.call_later(self.stall_timeout_s, check_stall))
+        if self.stop is not None:
+            self.stop.add_done_callback(on_stop)
+        self._cancel_push = lambda: finish([])
+        self.routed.push(on_frames, lambda exc: finish([self._lost(exc)]))
+        return ended
+
+    def pause(self) -> None:
+        """Stop reading the worker (a pushed stream's client reads slower than the worker sends)."""
+        self.routed.pause_reading()
+
+    def resume(self) -> None:
+        self.routed.resume_reading()
+
+    def _note_terminal(self, last: Frame) -> None:
+        if isinstance(last, EosFrame):
+            self.outcome = "ok"
+        elif isinstance(last, ErrorFrame):
+            self.outcome = last.code
+
+    def _stopped(self) -> ErrorFrame:
+        return self._end(ErrorCode.CANCELLED, "the gateway shut down during the stream", retryable=True)
+
+    def _stalled(self) -> ErrorFrame:
+        message = f"the worker sent nothing for {self.stall_timeout_s:g} s (stall timeout)"
+        return self._end(ErrorCode.WORKER_LOST, message, retryable=True)
+
+    def _past_deadline(self) -> ErrorFrame:
+        return self._end(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed during synthesis")
+
+    def _lost(self, exc: Exception) -> ErrorFrame:
+        return self._end(ErrorCode.WORKER_LOST, f"the worker was lost mid-stream: {exc}", retryable=True)
 
     def _end(self, code: ErrorCode, message: str, *, retryable: bool = False) -> ErrorFrame:
         self.outcome = code.value
         return ErrorFrame(code.value, message, retryable)
 
     async def close(self) -> None:
+        if self._cancel_push is not None:  # timers and the stop callback of a pushed stream
+            self._cancel_push()
         with contextlib.suppress(Exception):
             await self.routed.aclose()
 

@@ -33,7 +33,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -330,6 +330,8 @@ class _LeanResponse:
         self._error: Exception | None = None
         self._framed = True
         """Whether the body's end is marked (length or chunked); if not, it ends when the connection does."""
+        self._on_piece: Callable[[bytes], None] | None = None
+        self._on_lost: Callable[[Exception], None] | None = None
 
     @property
     def headers(self) -> httpx.Headers:
@@ -347,6 +349,9 @@ class _LeanResponse:
         self._wake()
 
     def feed(self, body: bytes) -> None:
+        if self._on_piece is not None:
+            self._on_piece(body)
+            return
         self._pieces.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER_BYTES and not self._paused and self._connection is not None:
@@ -361,6 +366,8 @@ class _LeanResponse:
             self._connection.resume_reading()  # it goes back to the pool: reading must go on
         self._connection = None  # back in the pool: no longer ours
         self._wake()
+        if self._on_piece is not None:
+            self._on_piece(b"")
 
     def connection_closed(self, exc: Exception | None) -> None:
         self._connection = None
@@ -379,6 +386,8 @@ class _LeanResponse:
         self._state = _LOST
         self._error = error
         self._wake()
+        if self._on_lost is not None:
+            self._on_lost(error)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -426,10 +435,46 @@ class _LeanResponse:
             self._connection.resume_reading()
         return piece
 
+    def push(self, on_piece: Callable[[bytes], None], on_lost: Callable[[Exception], None]) -> None:
+        """From now on hand each piece of the body to ``on_piece`` as it is read (``b""`` at its end),
+        and a broken connection to ``on_lost``, instead of buffering them for :meth:`read`.
+
+        Pieces already buffered go first, before this returns. Called from the
+        connection's read callback, so they must not block; the consumer applies
+        backpressure with :meth:`pause_reading`.
+        """
+        self._on_piece, self._on_lost = on_piece, on_lost
+        while self._pieces and self._on_piece is not None:
+            piece = self._pieces.popleft()
+            self._buffered -= len(piece)
+            on_piece(piece)
+        if self._on_piece is None:  # closed by a callback
+            return
+        if self._paused and self._connection is not None:
+            self._paused = False
+            self._connection.resume_reading()
+        if self._state == _DONE:
+            on_piece(b"")
+        elif self._state == _LOST:
+            assert self._error is not None
+            on_lost(self._error)
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the consumer of a pushed body is behind)."""
+        if self._connection is not None and not self._paused:
+            self._paused = True  # the end of the body, in the same read, resumes it for the pool
+            self._connection.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._connection is not None and self._paused:
+            self._paused = False
+            self._connection.resume_reading()
+
     async def aclose(self) -> None:
         self.close()
 
     def close(self) -> None:
+        self._on_piece = self._on_lost = None
         connection, self._connection = self._connection, None
         if self._state not in (_DONE, _LOST):
             self._state = _LOST

@@ -13,10 +13,11 @@ a deadline). A request-caused error is never tried on another endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -112,6 +113,10 @@ class Attempt:
             return
         self.lost()
         self.finish("none")
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 def status_verdict(error: UpstreamStatusError) -> Verdict:
@@ -250,6 +255,10 @@ class RoutedStream:
         self._pending: list[Frame] = []
         self._iterating = False
         self._closed = False
+        self._on_frames: Callable[[list[Frame]], None] = _ignore
+        self._on_failure: Callable[[UpstreamError], None] = _ignore
+        self._drained = 0
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.hedged = False
         """True when a backup request was launched for this call."""
         self.attempts = 1
@@ -392,6 +401,106 @@ class RoutedStream:
         self._closed = True
         await self._response.aclose()
 
+    # ------------------------------------------------------------------ push mode
+
+    @property
+    def can_push(self) -> bool:
+        """Whether :meth:`push` can deliver this stream (its response is the lean client's, unread)."""
+        return callable(getattr(self._response, "push", None)) and not self._iterating and not self._closed
+
+    def push(self, on_frames: Callable[[list[Frame]], None], on_failure: Callable[[UpstreamError], None]) -> None:
+        """Deliver the rest of the stream by callback, as it is read: the twin of :meth:`next_frames`
+        for a relay that writes from the connection's read callback.
+
+        ``on_frames`` gets each batch as it arrives (the frames buffered so far
+        first, before this returns); the last batch ends with the terminal frame,
+        whose verdict is recorded first, as :meth:`next_frames` does. A body
+        that breaks records a failure and calls ``on_failure`` once. Only for a
+        stream that :attr:`can_push`; the lean client's pause and resume give
+        backpressure (:meth:`pause_reading`).
+        """
+        if not self.can_push:
+            raise RuntimeError("this stream cannot be pushed")
+        self._iterating = True
+        self._on_frames, self._on_failure = on_frames, on_failure
+        pending, self._pending = self._pending, []
+        if pending:
+            self._deliver(pending)
+        if not self._attempt.done:
+            response: Any = self._response
+            response.push(self._on_piece, self._on_lost)
+
+    def pause_reading(self) -> None:
+        response: Any = self._response
+        response.pause_reading()
+
+    def resume_reading(self) -> None:
+        response: Any = self._response
+        response.resume_reading()
+
+    def fail_now(self) -> None:
+        """:meth:`fail`, for a pushed stream (its connection closes at once)."""
+        self._attempt.finish("failure")
+        self._close_pushed()
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        last = frames[-1]
+        if isinstance(last, (EosFrame, ErrorFrame)):
+            self._attempt.finish("success" if isinstance(last, EosFrame) else error_frame_verdict(last))
+            self._drain_pushed()
+        self._on_frames(frames)
+
+    def _on_piece(self, data: bytes) -> None:
+        if self._attempt.done:  # after the terminal frame: draining to the body's end
+            self._drained += len(data)
+            if not data or self._drained > MAX_DRAIN_BYTES:
+                self._close_pushed()
+            return
+        url = self._attempt.endpoint.url
+        try:
+            frames = self._decode(data if data else None)
+            if not data and not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
+                raise BrokenStreamError(
+                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
+                )
+        except UpstreamError as exc:
+            self._broken(exc)
+            return
+        if frames:
+            self._deliver(frames)
+
+    def _on_lost(self, error: Exception) -> None:
+        if self._attempt.done:
+            self._close_pushed()
+            return
+        url = self._attempt.endpoint.url
+        if isinstance(error, ResponseTimeout):
+            self._broken(UpstreamTimeoutError(url, f"{url} stopped sending: {error}"))
+        else:
+            detail = f"the stream from {url} broke after {self._tracker.chunks} chunks: {error}"
+            self._broken(BrokenStreamError(url, detail))
+
+    def _broken(self, error: UpstreamError) -> None:
+        self._attempt.finish("failure")
+        self._close_pushed()
+        self._on_failure(error)
+
+    def _drain_pushed(self) -> None:
+        """After the terminal frame: read on to the body's end (so the connection is reused), bounded."""
+        response: Any = self._response
+        if response.finished:
+            self._close_pushed()
+            return
+        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT_S, self._close_pushed)
+
+    def _close_pushed(self) -> None:
+        self._closed = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        response: Any = self._response
+        response.close()
+
     async def fail(self) -> None:
         """Close the connection and count the stream against its endpoint (e.g. it stalled)."""
         self._attempt.finish("failure")
@@ -399,5 +508,8 @@ class RoutedStream:
 
     async def aclose(self) -> None:
         """Close the connection; a stream closed before its end records no verdict."""
+        if self._drain_timer is not None:  # pushed, and draining: let the drain finish
+            self._attempt.finish("none")
+            return
         await self.close_transport()
         self._attempt.finish("none")

@@ -135,17 +135,47 @@ class PreparedStreamResponse(Response):
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class _ConnectionSink:
+    """A response body written straight to uvicorn's connection, as HTTP chunks, under its flow control."""
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+        self._transport = cycle.transport
+        self._flow = cycle.flow
+
+    @property
+    def gone(self) -> bool:
+        return self._cycle.disconnected
+
+    @property
+    def paused(self) -> bool:
+        return self._flow.write_paused
+
+    def write(self, data: bytes) -> None:
+        if data and not self._cycle.disconnected:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    async def drain(self) -> None:
+        await self._flow.drain()
+
+
 async def _write_direct(cycle: RequestResponseCycle, body: AsyncIterator[bytes]) -> bool:
-    """The body as HTTP chunks on uvicorn's connection; False if the client went away."""
-    transport, flow = cycle.transport, cycle.flow
+    """The body as HTTP chunks on uvicorn's connection; False if the client went away.
+
+    A body with ``write_direct(sink)`` (the gateway's relay) writes itself;
+    any other is iterated.
+    """
+    sink = _ConnectionSink(cycle)
+    write_direct = getattr(body, "write_direct", None)
+    if write_direct is not None:
+        return bool(await write_direct(sink))
     async for data in body:
-        if cycle.disconnected:
+        if sink.gone:
             return False
-        if data:
-            if flow.write_paused:
-                await flow.drain()
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-    return not cycle.disconnected
+        if sink.paused:
+            await sink.drain()
+        sink.write(data)
+    return not sink.gone
 
 
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
