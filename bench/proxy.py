@@ -250,7 +250,7 @@ def _layer(frame: str) -> str:
 
 def _profile(gateway: str, pid: int, seconds: float) -> dict[str, Any] | None:
     """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if spy is None:
         print("py-spy is not installed: no profile")
         return None

@@ -33,7 +33,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
     nginx = [] if nginx_binary() is None else ["nginx"]
-    expected = ["direct", *nginx, "floor_aiohttp", "floor_raw", "floor_raw_checked", "gateway"]
+    expected = ["direct", *nginx, "floor_aiohttp", "floor_raw", "floor_raw_checked", "gateway_httpx", "gateway"]
     assert result["paths"] == expected
     if nginx_binary() is None:
         assert "nginx is not installed" in output
@@ -43,6 +43,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         for path in expected:
             assert row[path]["verified"] == row["requests_per_path"]  # every stream checked whole
         assert row["gateway"]["cpu_ms_per_stream"] > 0
+        assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
         for floor in ("floor_aiohttp", "floor_raw", "floor_raw_checked"):
             assert "cpu_ms_per_stream" in row[floor]  # so few streams may cost a floor less than a clock tick
 

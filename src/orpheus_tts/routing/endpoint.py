@@ -13,7 +13,6 @@ import httpx
 
 from orpheus_tts.protocol import HEADER_INFLIGHT, HEADER_QUEUE_DEPTH
 from orpheus_tts.routing.breaker import Breaker, BreakerState, Permit
-from orpheus_tts.routing.leanhttp import LeanStreamClient, supports
 from orpheus_tts.routing.scoring import DecayingValue, PeakEwma, load_score
 from orpheus_tts.routing.settings import RoutingSettings
 from orpheus_tts.routing.transport import HttpxStreamClient, StreamClient
@@ -115,13 +114,13 @@ class Endpoint:
             write=settings.write_timeout_s,
             pool=settings.pool_timeout_s,
         )
-        lean = transport is None and settings.lean_http and supports(self.url)
+        lean = transport is None and settings.lean_http and self.url.startswith("http://")
         if transport is None:
             transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
         self.client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
         self.stream_url = self.url + settings.stream_path
         self.streams: StreamClient = (
-            LeanStreamClient(
+            _lean_client(
                 self.stream_url,
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_keepalive_connections,
@@ -303,3 +302,10 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number >= 0 else None
+
+
+def _lean_client(url: str, **limits: Any) -> StreamClient:
+    """The lean client, imported only where it is used: it needs httptools, which the SDK alone lacks."""
+    from orpheus_tts.routing.leanhttp import LeanStreamClient
+
+    return LeanStreamClient(url, **limits)

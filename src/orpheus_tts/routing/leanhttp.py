@@ -42,7 +42,7 @@ import httpx
 
 from orpheus_tts.routing.transport import ResponseTimeout, StreamResponse, TransportFailure
 
-__all__ = ["HIGH_WATER_BYTES", "LeanStreamClient", "supports"]
+__all__ = ["HIGH_WATER_BYTES", "LeanStreamClient"]
 
 HIGH_WATER_BYTES = 256 * 1024
 """Unread body bytes past which the socket is no longer read."""
@@ -52,11 +52,6 @@ LOW_WATER_BYTES = 64 * 1024
 _HEAD, _BODY, _DONE, _LOST = range(4)
 
 _NOTHING_CAME = "the connection closed before any byte of the response"
-
-
-def supports(url: str) -> bool:
-    """Whether the lean client can serve ``url`` (plain ``http://``)."""
-    return urlsplit(url).scheme == "http"
 
 
 def _check_header(name: str, value: str) -> bytes:
