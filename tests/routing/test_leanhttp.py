@@ -289,6 +289,23 @@ async def until_closed(reader: asyncio.StreamReader) -> None:
         pass
 
 
+HELLO_THEN_SILENCE = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+SHORT_READ = httpx.Timeout(connect=5.0, read=0.2, write=5.0, pool=5.0)
+
+
+def answering(reply: bytes) -> Serve:
+    """A server that reads one request, sends ``reply`` (possibly nothing) and waits for the client to go."""
+
+    async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(index, reader)
+        if reply:
+            writer.write(reply)
+            await writer.drain()
+        await until_closed(reader)
+
+    return serve
+
+
 async def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one() -> None:
     async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
         if index == 0:
@@ -354,16 +371,11 @@ async def test_a_chunked_body_cut_off_by_the_server_raises_transport_failure() -
 
 
 async def test_a_server_that_never_answers_raises_response_timeout() -> None:
-    async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
-        await server.read_request(index, reader)
-        await until_closed(reader)
-
-    async with fault_server(serve) as server:
+    async with fault_server(answering(b"")) as server:
         client = lean_client(server.url)
         try:
-            short_read = httpx.Timeout(connect=5.0, read=0.2, write=5.0, pool=5.0)
             with pytest.raises(ResponseTimeout):
-                await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, short_read), BOUND_S)
+                await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, SHORT_READ), BOUND_S)
             assert await eventually(lambda: client.open_connections == 0), "a timed-out connection must be closed"
         finally:
             await client.aclose()
@@ -371,17 +383,10 @@ async def test_a_server_that_never_answers_raises_response_timeout() -> None:
 
 
 async def test_a_body_that_goes_silent_raises_response_timeout() -> None:
-    async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
-        await server.read_request(index, reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-        await until_closed(reader)
-
-    async with fault_server(serve) as server:
+    async with fault_server(answering(HELLO_THEN_SILENCE)) as server:
         client = lean_client(server.url)
         try:
-            short_read = httpx.Timeout(connect=5.0, read=0.2, write=5.0, pool=5.0)
-            response = await client.post(b"{}", JSON_HEADERS, short_read)
+            response = await client.post(b"{}", JSON_HEADERS, SHORT_READ)
             assert await asyncio.wait_for(response.read(), BOUND_S) == b"hello"
             with pytest.raises(ResponseTimeout):
                 await asyncio.wait_for(response.read(), BOUND_S)
@@ -392,13 +397,7 @@ async def test_a_body_that_goes_silent_raises_response_timeout() -> None:
 
 
 async def test_an_answer_that_is_not_http_raises_transport_failure() -> None:
-    async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
-        await server.read_request(index, reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-        await writer.drain()
-        await until_closed(reader)
-
-    async with fault_server(serve) as server:
+    async with fault_server(answering(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")) as server:
         client = lean_client(server.url)
         try:
             with pytest.raises(TransportFailure, match="not valid HTTP"):
