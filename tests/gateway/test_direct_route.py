@@ -231,3 +231,11 @@ async def test_an_engine_error_mid_stream_is_relayed_as_the_workers_error_frame(
         result = await stream_tts(gw.url, {"text": TEXT, "fault_error_after": 2})
     assert last_error(result).code == "engine_error"
     assert len(chunks(result)) == 2
+
+
+async def test_the_direct_route_over_httpx_iterates_the_relay_and_streams_whole(worker: str) -> None:
+    """An upstream that cannot be pushed (httpx's) leaves the relay to the connection's write loop."""
+    with serve_gateway_config(worker, upstream_client="httpx") as gw:  # type: ignore[arg-type]
+        relayed = await stream_tts(gw.url, {"text": TEXT})
+    assert relayed.pcm == render(TEXT)
+    assert isinstance(relayed.frames[-1], EosFrame)

@@ -76,7 +76,8 @@ class GatewayConfig:
     """Connections kept open to each worker; all are kept alive, so a busy gateway never reconnects."""
     upstream_client: str = DEFAULT_UPSTREAM_CLIENT
     """How streams reach plain ``http://`` workers: ``lean`` (an HTTP/1.1 client on asyncio protocols
-    and httptools, a fraction of httpx's CPU per stream) or ``httpx`` (on aiohttp's pool)."""
+    and httptools; with the direct route, 1.6-1.9x less gateway CPU per stream in ``docs/operations.md``)
+    or ``httpx`` (on aiohttp's pool)."""
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     """Longest silence of a worker's stream after its first audio; then the stream ends with
     ``worker_lost`` (retryable) and the silence counts against the worker."""

@@ -151,11 +151,12 @@ class Relay(Generic[T]):
             self._ready.extend(self._render(batch))
         return self._ready.popleft()
 
-    async def write_direct(self, sink: DirectSink) -> bool:
+    async def write_direct(self, sink: DirectSink) -> bool | None:
         """Relay to ``sink`` from the connection's read callbacks: each batch is checked, rendered and
         written as the worker's bytes are read, and this task only waits for the end (draining the
         sink, with the worker's socket paused, while the client reads slower than the worker sends).
-        Iterates instead when the upstream cannot push. False if the client went away."""
+        False if the client went away; ``None``, having written nothing, when the upstream cannot
+        push (then iterate this relay instead)."""
         upstream = self._upstream
         loop = asyncio.get_running_loop()
         wake: list[asyncio.Future[None]] = [loop.create_future()]
@@ -174,13 +175,7 @@ class Relay(Generic[T]):
 
         ended = upstream.push(on_batch)
         if ended is None:
-            async for piece in self:
-                if sink.gone:
-                    return False
-                if sink.paused:
-                    await sink.drain()
-                sink.write(cast(bytes, piece))
-            return not sink.gone
+            return None
         ended.add_done_callback(lambda _: _wake(wake[0]))
         while not ended.done():
             await wake[0]

@@ -332,23 +332,28 @@ class RoutedStream:
 
     async def _read(self) -> list[Frame]:
         """The next frames from the body; raises (recording nothing) if the body breaks."""
-        url = self._attempt.endpoint.url
         try:
             data = await self._response.read()
-        except ResponseTimeout as exc:
-            raise UpstreamTimeoutError(url, f"{url} stopped sending: {exc}") from exc
-        except TransportFailure as exc:
-            raise BrokenStreamError(
-                url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {exc}"
-            ) from exc
-        if not data:
-            frames = self._decode(None)
-            if not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
-                raise BrokenStreamError(
-                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
-                ) from None
-            return frames
-        return self._decode(data)
+        except (ResponseTimeout, TransportFailure) as exc:
+            raise self._read_error(exc) from exc
+        return self._decode_piece(data)
+
+    def _read_error(self, error: Exception) -> UpstreamError:
+        """The routing error for a body that could not be read on (timed out or broke)."""
+        url = self._attempt.endpoint.url
+        if isinstance(error, ResponseTimeout):
+            return UpstreamTimeoutError(url, f"{url} stopped sending: {error}")
+        return BrokenStreamError(url, f"the stream from {url} broke after {self._tracker.chunks} chunks: {error}")
+
+    def _decode_piece(self, data: bytes) -> list[Frame]:
+        """The frames a piece of the body completes; ``b""`` (the body's end) must bring the terminal frame."""
+        if data:
+            return self._decode(data)
+        frames = self._decode(None)
+        if not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
+            url = self._attempt.endpoint.url
+            raise BrokenStreamError(url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks")
+        return frames
 
     def _decode(self, data: bytes | None) -> list[Frame]:
         url = self._attempt.endpoint.url
@@ -456,13 +461,8 @@ class RoutedStream:
             if not data or self._drained > MAX_DRAIN_BYTES:
                 self._close_pushed()
             return
-        url = self._attempt.endpoint.url
         try:
-            frames = self._decode(data if data else None)
-            if not data and not any(isinstance(f, (EosFrame, ErrorFrame)) for f in frames):
-                raise BrokenStreamError(
-                    url, f"the stream from {url} ended without eos after {self._tracker.chunks} chunks"
-                )
+            frames = self._decode_piece(data)
         except UpstreamError as exc:
             self._broken(exc)
             return
@@ -473,12 +473,7 @@ class RoutedStream:
         if self._attempt.done:
             self._close_pushed()
             return
-        url = self._attempt.endpoint.url
-        if isinstance(error, ResponseTimeout):
-            self._broken(UpstreamTimeoutError(url, f"{url} stopped sending: {error}"))
-        else:
-            detail = f"the stream from {url} broke after {self._tracker.chunks} chunks: {error}"
-            self._broken(BrokenStreamError(url, detail))
+        self._broken(self._read_error(error))
 
     def _broken(self, error: UpstreamError) -> None:
         self._attempt.finish("failure")

@@ -5,7 +5,7 @@ An attempt POSTs one request and reads the response's body piece by piece
 :class:`HttpxStreamClient` (the SDK's, and anything with a custom httpx
 transport) and :class:`~orpheus_tts.routing.leanhttp.LeanStreamClient` (the
 gateway's, to plain ``http://`` workers: asyncio protocols and httptools'
-parser, about a tenth of httpx's CPU per stream). Either raises only
+parser; ``docs/operations.md`` measures the gateway with each). Either raises only
 :class:`TransportFailure` and :class:`ResponseTimeout`, which the routing
 core turns into its own errors with the endpoint's context.
 """

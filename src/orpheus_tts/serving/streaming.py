@@ -162,13 +162,13 @@ class _ConnectionSink:
 async def _write_direct(cycle: RequestResponseCycle, body: AsyncIterator[bytes]) -> bool:
     """The body as HTTP chunks on uvicorn's connection; False if the client went away.
 
-    A body with ``write_direct(sink)`` (the gateway's relay) writes itself;
-    any other is iterated.
+    A body with ``write_direct(sink)`` (the gateway's relay) writes itself,
+    unless it answers ``None`` (it cannot); any other is iterated.
     """
     sink = _ConnectionSink(cycle)
     write_direct = getattr(body, "write_direct", None)
-    if write_direct is not None:
-        return bool(await write_direct(sink))
+    if write_direct is not None and (written := await write_direct(sink)) is not None:
+        return bool(written)
     async for data in body:
         if sink.gone:
             return False
