@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from orpheus_tts.engines.base import TimedPiece
 from orpheus_tts.engines.testing import ToneEngine, render
 from orpheus_tts.protocol import ChunkFrame, EosFrame, MetricsFrame
+from orpheus_tts.serving.routes import new_request_id
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
 from tests.eventually import eventually
@@ -48,6 +50,25 @@ async def test_stream_obeys_protocol_and_carries_exact_audio(tone_worker: str) -
 async def test_request_id_is_echoed(tone_worker: str) -> None:
     result = await stream_tts(tone_worker, {"text": "Hi."}, headers={"X-Request-Id": "abc-123"})
     assert result.headers["x-request-id"] == "abc-123"
+
+
+async def test_generated_request_ids_are_distinct_across_requests_and_processes(tone_worker: str) -> None:
+    ids = set()
+    for _ in range(3):
+        result = await stream_tts(tone_worker, {"text": "Hi."})
+        ids.add(result.headers["x-request-id"])
+    assert len(ids) == 3 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert not ids & {new_request_id() for _ in range(3)}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes one id of its own and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert child[:16] != new_request_id()[:16], "a forked process draws its own prefix"
 
 
 async def test_chunks_are_capped_at_max_chunk_samples() -> None:

@@ -223,8 +223,8 @@ class GatewayService:
                 raise
             self.metrics.outcome(error.code.value)
             raise error from exc
-        self.metrics.ttfa.labels(self.metrics.role).observe(time.monotonic() - arrived)
-        self.metrics.input_chars.labels(self.metrics.role).inc(len(request.text))
+        self.metrics.mine.ttfa.observe(time.monotonic() - arrived)
+        self.metrics.mine.input_chars.inc(len(request.text))
         return UpstreamStream(
             routed=routed, deadline=deadline, arrived=arrived, stall_timeout_s=self.config.stall_timeout_s
         )
@@ -258,8 +258,7 @@ class GatewayService:
         return None
 
     def note_finished(self, stream: UpstreamStream, samples: int) -> None:
-        role = self.metrics.role
         self.metrics.outcome(stream.outcome)
-        self.metrics.duration.labels(role).observe(time.monotonic() - stream.arrived)
+        self.metrics.mine.duration.observe(time.monotonic() - stream.arrived)
         if samples:
-            self.metrics.audio_seconds.labels(role).inc(samples / 24_000)
+            self.metrics.mine.audio_seconds.inc(samples / 24_000)

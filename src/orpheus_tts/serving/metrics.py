@@ -83,12 +83,30 @@ class ServiceMetrics:
             registry=r,
         )
         self.auth_failures = Counter("orpheus_auth_failures", "Rejected credentials by reason", ["reason"], registry=r)
+        # This server's own series, looked up once: ``labels()`` takes a lock and builds a key per call.
+        self.mine = _RoleSeries(self, role)
+        self._outcomes: dict[str, Any] = {}
 
     def outcome(self, outcome: str) -> None:
-        self.requests.labels(self.role, outcome).inc()
+        series = self._outcomes.get(outcome)
+        if series is None:
+            series = self._outcomes[outcome] = self.requests.labels(self.role, outcome)
+        series.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RoleSeries:
+    """A server's series of the per-request metrics that carry only its role as label."""
+
+    __slots__ = ("audio_seconds", "duration", "input_chars", "ttfa")
+
+    def __init__(self, metrics: ServiceMetrics, role: str) -> None:
+        self.duration = metrics.duration.labels(role)
+        self.ttfa = metrics.ttfa.labels(role)
+        self.input_chars = metrics.input_chars.labels(role)
+        self.audio_seconds = metrics.audio_seconds.labels(role)
 
 
 class EngineCounters:

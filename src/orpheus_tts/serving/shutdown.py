@@ -12,6 +12,7 @@ later, as a last resort.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,19 @@ def uvicorn_grace_s(drain_grace_s: float) -> int:
 
 
 class DrainingServer(uvicorn.Server):
-    """A ``uvicorn.Server`` that calls ``app.state.begin_shutdown()`` when shutdown begins."""
+    """A ``uvicorn.Server`` that calls ``app.state.begin_shutdown()`` when shutdown begins.
+
+    Once started (the app's lifespan has run, everything is imported), it moves
+    every object that exists to the collector's permanent generation
+    (``gc.freeze()``): the modules, classes and settings of a long-lived server
+    are never garbage, and a full collection would otherwise walk them all
+    again and again under load.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         begin: Callable[[], None] | None = getattr(getattr(self.config.app, "state", None), "begin_shutdown", None)

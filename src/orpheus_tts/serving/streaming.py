@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -73,6 +74,25 @@ class PreparedStreamResponse(Response):
                 await work
 
     async def _run_direct(self, cycle: RequestResponseCycle, send: Send) -> None:
+        task = asyncio.current_task()
+        if not _UNCANCEL or task is None:
+            await self._run_direct_in_task(cycle, send)
+            return
+        # The stream runs in the server's own task, which the connection layer cancels on a
+        # disconnect; ``uncancel`` tells that cancellation from one of the server's (it is stopping).
+        setattr(cycle, CANCEL_ON_DISCONNECT, task)
+        try:
+            await self._run(send, cycle)
+        except asyncio.CancelledError:
+            if not cycle.disconnected or task.uncancel() != 0:  # type: ignore[attr-defined]  # 3.11+, checked
+                raise
+            self.disconnected = True
+        except OSError:
+            pass  # the connection went while a write drained
+        finally:
+            setattr(cycle, CANCEL_ON_DISCONNECT, None)
+
+    async def _run_direct_in_task(self, cycle: RequestResponseCycle, send: Send) -> None:
         work = asyncio.ensure_future(self._run(send, cycle))
         setattr(cycle, CANCEL_ON_DISCONNECT, work)  # the connection layer cancels it on a disconnect
         try:
@@ -133,6 +153,10 @@ class PreparedStreamResponse(Response):
             headers.setdefault("www-authenticate", "Bearer")
         await send({"type": "http.response.start", "status": error.http_status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_UNCANCEL = sys.version_info >= (3, 11)
+"""Whether ``asyncio.Task.uncancel`` exists (Python 3.11+): a disconnect can then cancel the server's own task."""
 
 
 class _ConnectionSink:
