@@ -11,10 +11,13 @@ requests unless ``direct_routes`` is off.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import h11
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -239,3 +242,40 @@ async def test_the_direct_route_over_httpx_iterates_the_relay_and_streams_whole(
         relayed = await stream_tts(gw.url, {"text": TEXT})
     assert relayed.pcm == render(TEXT)
     assert isinstance(relayed.frames[-1], EosFrame)
+
+
+async def test_streams_on_one_kept_alive_connection_are_each_whole_http(gateway: Gateway) -> None:
+    """Read strictly with h11: the head that leaves with the first chunk, the last batch that leaves with
+    the terminating chunk, and nothing after it (a second request on the same connection parses whole)."""
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        for i in range(2):
+            body = json.dumps({"text": f"{TEXT} Number {i}."}).encode()
+            headers = [
+                ("host", f"{host}:{port}"),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+            ]
+            writer.write(conn.send(h11.Request(method="POST", target="/v1/tts/stream", headers=headers)) or b"")
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            status, data = 0, b""
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await asyncio.wait_for(reader.read(65536), 10))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    data += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            assert status == 200
+            frames = FrameDecoder().feed(data)
+            assert isinstance(frames[-1], EosFrame)
+            assert b"".join(f.pcm for f in frames if isinstance(f, ChunkFrame)) == render(f"{TEXT} Number {i}.")
+            conn.start_next_cycle()  # raises unless both sides are done and the connection stays open
+    finally:
+        writer.close()

@@ -32,7 +32,7 @@ from orpheus_tts.protocol import (
 )
 from orpheus_tts.routing import leanhttp
 from orpheus_tts.routing.leanhttp import HIGH_WATER_BYTES, LeanStreamClient
-from orpheus_tts.routing.transport import ResponseTimeout, StreamResponse, TransportFailure
+from orpheus_tts.routing.transport import ResponseHeaders, ResponseTimeout, StreamResponse, TransportFailure
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
 from tests.eventually import eventually
@@ -510,3 +510,15 @@ async def test_a_post_cancelled_as_its_connection_opens_gives_its_slot_back(monk
         assert await eventually(lambda: client.open_connections == 0)
         assert client.open_connections == 0, "nothing may take it below zero"
         await client.aclose()
+
+
+def test_response_headers_read_as_httpx_reads_them() -> None:
+    raw = [(b"Content-Type", b"application/x-ndjson"), (b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    ours, theirs = ResponseHeaders(raw), httpx.Headers(raw)
+    for name in ("content-type", "CONTENT-TYPE", "set-cookie", "Set-Cookie"):
+        assert ours[name] == theirs[name]
+        assert name in ours
+    assert ours.get("x-missing") is None
+    assert object() not in ours
+    assert sorted(ours) == ["content-type", "set-cookie"]
+    assert len(ours) == 2

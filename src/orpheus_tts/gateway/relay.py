@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
-from orpheus_tts.protocol import ChunkFrame, Frame, encode_frame
+from orpheus_tts.protocol import ChunkFrame, EosFrame, ErrorFrame, Frame, encode_frame
 from orpheus_tts.serving.shutdown import GraceCut
 
 __all__ = ["DirectSink", "Draining", "Relay", "ndjson_lines", "same_frames"]
@@ -100,6 +100,10 @@ class DirectSink(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def last(self, data: bytes) -> None:
+        """The body's last piece: written with the end of the body, after :meth:`Relay.write_direct` returns."""
+        ...
+
     async def drain(self) -> None: ...
 
 
@@ -166,8 +170,10 @@ class Relay(Generic[T]):
             for frame in batch:
                 if isinstance(frame, ChunkFrame):
                     self._samples += frame.samples
+            # The batch with the terminal frame is the last (``UpstreamStream.push``): it leaves with the body's end.
+            write = sink.last if isinstance(batch[-1], (EosFrame, ErrorFrame)) else sink.write
             for piece in self._render(batch):
-                sink.write(cast(bytes, piece))
+                write(cast(bytes, piece))
             if sink.paused and not paused[0]:
                 paused[0] = True
                 upstream.pause()

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
-from orpheus_tts.routing.transport import ResponseTimeout, StreamResponse, TransportFailure
+from orpheus_tts.routing.transport import ResponseHeaders, ResponseTimeout, StreamResponse, TransportFailure
 
 __all__ = ["HIGH_WATER_BYTES", "LeanStreamClient"]
 
@@ -314,7 +314,7 @@ class _LeanResponse:
         self._read_s = read_s
         self.status_code = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self._headers: httpx.Headers | None = None
+        self._headers: ResponseHeaders | None = None
         self.any_bytes = False
         self._state = _HEAD
         self._pieces: collections.deque[bytes] = collections.deque()
@@ -329,9 +329,9 @@ class _LeanResponse:
         self._on_lost: Callable[[Exception], None] | None = None
 
     @property
-    def headers(self) -> httpx.Headers:
+    def headers(self) -> ResponseHeaders:
         if self._headers is None:
-            self._headers = httpx.Headers(self.raw_headers)
+            self._headers = ResponseHeaders(self.raw_headers)
         return self._headers
 
     # ------------------------------------------------------------------ from the connection

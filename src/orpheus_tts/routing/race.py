@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -270,8 +270,8 @@ class RoutedStream:
         return self._attempt.endpoint.url
 
     @property
-    def headers(self) -> httpx.Headers:
-        """The upstream response headers (``X-Request-Id``, load hints…)."""
+    def headers(self) -> Mapping[str, str]:
+        """The upstream response headers (``X-Request-Id``, load hints…), looked up by name in any case."""
         return self._response.headers
 
     @property

@@ -13,12 +13,19 @@ core turns into its own errors with the endpoint's context.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx
 
-__all__ = ["HttpxStreamClient", "ResponseTimeout", "StreamClient", "StreamResponse", "TransportFailure"]
+__all__ = [
+    "HttpxStreamClient",
+    "ResponseHeaders",
+    "ResponseTimeout",
+    "StreamClient",
+    "StreamResponse",
+    "TransportFailure",
+]
 
 
 class TransportFailure(Exception):
@@ -29,6 +36,39 @@ class ResponseTimeout(Exception):
     """The server sent nothing for longer than the read timeout."""
 
 
+class ResponseHeaders(Mapping[str, str]):
+    """A response's headers as read-only text, looked up by name in any case.
+
+    What ``httpx.Headers`` gives a reader, without its cost (encoding
+    detection and normalisation on every access): a repeated header reads as
+    its values joined by ``", "``.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        values: dict[str, str] = {}
+        for name, value in raw:
+            key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+            values[key] = f"{values[key]}, {text}" if key in values else text
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ResponseHeaders({self._values!r})"
+
+
 class StreamResponse(Protocol):
     """A response whose body is still arriving."""
 
@@ -36,7 +76,9 @@ class StreamResponse(Protocol):
     def status_code(self) -> int: ...
 
     @property
-    def headers(self) -> httpx.Headers: ...
+    def headers(self) -> Mapping[str, str]:
+        """Looked up by name in any case."""
+        ...
 
     @property
     def finished(self) -> bool:

@@ -23,6 +23,7 @@ OpenAI route answers in OpenAI's).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Callable
@@ -41,8 +42,9 @@ METRICS_PORT_PATHS = frozenset({"/metrics", "/healthz"})
 _JSON = b"application/json"
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_address(address: str) -> bool:
-    """Whether ``address`` (an IP literal) is a loopback address."""
+    """Whether ``address`` (an IP literal) is a loopback address (remembered: every request asks)."""
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
