@@ -25,7 +25,19 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from orpheus_tts.protocol import ServiceError
 from orpheus_tts.serving.connections import CANCEL_ON_DISCONNECT
 
-__all__ = ["PreparedStream", "PreparedStreamResponse"]
+__all__ = ["FinalPiece", "PreparedStream", "PreparedStreamResponse"]
+
+
+class FinalPiece(bytes):
+    """A body's last piece, marked by the body itself (e.g. the piece with ``eos``): it goes out in
+    one write with the end of the body, and the body is not asked for another.
+
+    Without it the end of a chunked body is a write of its own, after the body
+    iterator has said it has nothing more: a proxy reading the stream waits for
+    that second packet before its connection is free for the next request.
+    """
+
+    __slots__ = ()
 
 
 @dataclass
@@ -136,6 +148,9 @@ class PreparedStreamResponse(Response):
                 return
             await send(start)
             async for data in prepared.body:
+                if isinstance(data, FinalPiece):
+                    await send({"type": "http.response.body", "body": data, "more_body": False})
+                    return
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 if self.disconnected:
@@ -240,6 +255,9 @@ async def _write_direct(sink: _ConnectionSink, body: AsyncIterator[bytes]) -> bo
     async for data in body:
         if sink.gone:
             return False
+        if isinstance(data, FinalPiece):
+            sink.last(data)
+            break
         if sink.paused:
             await sink.drain()
         sink.write(data)

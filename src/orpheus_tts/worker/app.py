@@ -36,15 +36,15 @@ from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
 from orpheus_tts.serving.prestream import read_parsed, refuse
 from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
 from orpheus_tts.serving.shutdown import GraceCut, cut_short
-from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
+from orpheus_tts.serving.streaming import FinalPiece, PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.realtime import worker_backend
 from orpheus_tts.worker.service import SynthesisService
 
 __all__ = ["create_app"]
 
-_SHUT_DOWN_FRAME = encode_frame(
-    ErrorFrame(ErrorCode.CANCELLED.value, "the worker shut down during the stream", retryable=True)
+_SHUT_DOWN_FRAME = FinalPiece(
+    encode_frame(ErrorFrame(ErrorCode.CANCELLED.value, "the worker shut down during the stream", retryable=True))
 )
 
 

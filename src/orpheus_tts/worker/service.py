@@ -48,7 +48,7 @@ from orpheus_tts.protocol import (
     encode_frame,
 )
 from orpheus_tts.serving.metrics import ServiceMetrics
-from orpheus_tts.serving.streaming import PreparedStream
+from orpheus_tts.serving.streaming import FinalPiece, PreparedStream
 from orpheus_tts.worker.config import WorkerConfig
 from orpheus_tts.worker.deadline import DeadlineScheduler, RtfWindow, StreamClock
 from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
@@ -250,17 +250,17 @@ class SynthesisService:
                     piece = None if piece.last else await self._next_piece(stream)
             except DeadlinePassed:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
-                yield encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False))
+                yield FinalPiece(encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False)))
                 return
             except EngineInputError as exc:  # the request's fault: not counted against this worker
                 outcome = ErrorCode.INVALID_REQUEST.value
-                yield encode_frame(ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False))
+                yield FinalPiece(encode_frame(ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False)))
                 return
             except Exception as exc:
                 logger.exception("engine failed mid-stream")
                 outcome = ErrorCode.ENGINE_ERROR.value
                 retryable = bool(getattr(exc, "retryable", False))
-                yield encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", retryable))
+                yield FinalPiece(encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", retryable)))
                 return
             audio_s = samples_total / SAMPLE_RATE_HZ
             rtf = timing.compute_s / audio_s if audio_s else 0.0
@@ -280,7 +280,7 @@ class SynthesisService:
             # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
             self.compute_per_char.add(timing.compute_s, stream.chars)
-            yield tail + metrics + encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
+            yield FinalPiece(tail + metrics + encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq)))
         finally:
             await self._finish(stream, outcome)
 
