@@ -339,11 +339,12 @@ def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
     width = 0.8 / len(names)
     for i, path in enumerate(names):
         xs = [v + (i - (len(names) - 1) / 2) * width for v in x]
-        axes[0].bar(xs, [results[lv][path]["ttfb_p50_ms"] for lv in levels], width, label=f"{path} p50")
+        color = f"C{i}"  # one colour per path in every panel (the CPU panel has no bar for direct)
+        axes[0].bar(xs, [results[lv][path]["ttfb_p50_ms"] for lv in levels], width, label=f"{path} p50", color=color)
         axes[0].scatter(xs, [results[lv][path]["ttfb_p99_ms"] for lv in levels], marker="_", s=200, color="black")
-        axes[1].bar(xs, [results[lv][path]["streams_per_s"] for lv in levels], width, label=path)
+        axes[1].bar(xs, [results[lv][path]["streams_per_s"] for lv in levels], width, label=path, color=color)
         if "cpu_ms_per_stream" in results[levels[0]][path]:
-            axes[2].bar(xs, [results[lv][path]["cpu_ms_per_stream"] for lv in levels], width, label=path)
+            axes[2].bar(xs, [results[lv][path]["cpu_ms_per_stream"] for lv in levels], width, label=path, color=color)
     for ax, title, unit in (
         (axes[0], "Time to first audio (bar p50, tick p99)", "ms"),
         (axes[1], "Throughput", "streams / s"),
