@@ -68,25 +68,32 @@ TTS_STREAM_ROUTE = json_body_route(TTS_REQUEST_SCHEMA, {NDJSON_MEDIA_TYPE: {}}, 
 """``@app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)`` on workers and gateways alike."""
 
 
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count()
+class _RequestIds:
+    """Request ids unique across processes: 32 hex digits, a random per-process half and a counter.
+
+    Cheaper than ``uuid4`` (no object, one random draw per process) on a path
+    every request takes; an id needs to be unique, not unguessable. A forked
+    process (a new pid) draws its own prefix on its first id.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def new(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid, self._prefix, self._counter = pid, os.urandom(8).hex(), itertools.count()
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_REQUEST_IDS = _RequestIds()
 
 
 def new_request_id() -> str:
-    """A request id unique across processes: 32 hex digits, a random per-process half and a counter.
-
-    Cheaper than ``uuid4`` (no system call, no object) on a path every request takes;
-    an id needs to be unique, not unguessable. A forked process draws its own prefix.
-    """
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def _reseed() -> None:
-    global _ID_PREFIX, _ID_COUNTER
-    _ID_PREFIX, _ID_COUNTER = os.urandom(8).hex(), itertools.count()
-
-
-os.register_at_fork(after_in_child=_reseed)
+    """A new request id (see :class:`_RequestIds`)."""
+    return _REQUEST_IDS.new()
 
 
 def request_id_of(request: Request) -> str:
