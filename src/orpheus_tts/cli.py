@@ -405,7 +405,7 @@ def _serve_http(app: Any, host: str, port: int, settings: HttpSettings, **option
     from orpheus_tts.serving.server import bind_sockets, uvicorn_config
     from orpheus_tts.serving.shutdown import DrainingServer
 
-    server = DrainingServer(uvicorn_config(app, host, port, settings, **options))
+    server = DrainingServer(uvicorn_config(app, host, port, settings, **options), freeze_heap=True)
     sockets = bind_sockets(host, port, settings) if settings.metrics_port is not None else None
     return server, sockets
 

@@ -36,17 +36,24 @@ def uvicorn_grace_s(drain_grace_s: float) -> int:
 class DrainingServer(uvicorn.Server):
     """A ``uvicorn.Server`` that calls ``app.state.begin_shutdown()`` when shutdown begins.
 
-    Once started (the app's lifespan has run, everything is imported), it moves
+    With ``freeze_heap`` (a server that owns its process: the CLI's), once it
+    has started (the app's lifespan has run, everything is imported) it moves
     every object that exists to the collector's permanent generation
     (``gc.freeze()``): the modules, classes and settings of a long-lived server
     are never garbage, and a full collection would otherwise walk them all
-    again and again under load.
+    again and again under load. A server embedded in another program (a thread
+    of a test, say) leaves that program's heap alone.
     """
+
+    def __init__(self, config: uvicorn.Config, *, freeze_heap: bool = False) -> None:
+        super().__init__(config)
+        self.freeze_heap = freeze_heap
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        gc.collect()
-        gc.freeze()
+        if self.freeze_heap and self.started:
+            gc.collect()
+            gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         begin: Callable[[], None] | None = getattr(getattr(self.config.app, "state", None), "begin_shutdown", None)
