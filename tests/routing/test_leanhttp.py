@@ -49,19 +49,25 @@ BOUND_S = 5.0
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
-def lean_client(base_url: str, **overrides: float) -> LeanStreamClient:
+@asynccontextmanager
+async def lean_client(base_url: str, **overrides: float) -> AsyncIterator[LeanStreamClient]:
+    """A lean client to ``base_url``'s stream route, closed at the end of the block."""
     settings: dict[str, float] = {
         "max_connections": 4,
         "max_keepalive_connections": 4,
         "keepalive_expiry_s": 30.0,
         **overrides,
     }
-    return LeanStreamClient(
+    client = LeanStreamClient(
         f"{base_url}/v1/tts/stream",
         max_connections=int(settings["max_connections"]),
         max_keepalive_connections=int(settings["max_keepalive_connections"]),
         keepalive_expiry_s=settings["keepalive_expiry_s"],
     )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def tts_body(text: str = TEXT, **params: object) -> bytes:
@@ -102,8 +108,7 @@ def pcm_of(frames: list[Frame]) -> bytes:
 
 async def test_a_stream_from_a_real_worker_is_whole() -> None:
     with run_server(create_app(CountingToneEngine(), WorkerConfig())) as url:
-        client = lean_client(url)
-        try:
+        async with lean_client(url) as client:
             response = await client.post(tts_body(), {**JSON_HEADERS, "X-Request-Id": "lean-1"}, TIMEOUT)
             assert response.status_code == 200
             assert response.headers["Content-Type"] == response.headers["content-type"] == NDJSON_MEDIA_TYPE
@@ -111,24 +116,19 @@ async def test_a_stream_from_a_real_worker_is_whole() -> None:
             assert response.headers["x-request-id"] == "lean-1"
             frames = v1_frames(await read_body(response))
             await response.aclose()
-        finally:
-            await client.aclose()
     assert pcm_of(frames) == render(TEXT)
 
 
 async def test_a_second_request_reuses_the_pooled_connection() -> None:
     engine = CountingToneEngine()
     with run_server(create_app(engine, WorkerConfig())) as url, fault_proxy(url) as proxy:
-        client = lean_client(proxy.url)
-        try:
+        async with lean_client(proxy.url) as client:
             for text in ("First request.", "Second request."):
                 response = await client.post(tts_body(text), JSON_HEADERS, TIMEOUT)
                 assert response.status_code == 200
                 assert pcm_of(v1_frames(await read_body(response))) == render(text)
                 await response.aclose()
             assert client.open_connections == 1
-        finally:
-            await client.aclose()
     assert proxy.connections == 1, "a response read to its end must leave its connection for the next request"
     assert engine.completed == 2
 
@@ -136,8 +136,7 @@ async def test_a_second_request_reuses_the_pooled_connection() -> None:
 async def test_a_response_closed_before_its_end_closes_the_connection() -> None:
     engine = CountingToneEngine(faults=True)
     with run_server(create_app(engine, WorkerConfig())) as url, fault_proxy(url) as proxy:
-        client = lean_client(proxy.url)
-        try:
+        async with lean_client(proxy.url) as client:
             # The worker goes silent after its first piece: only the client's close can end the stream.
             response = await client.post(tts_body(TEXT * 4, fault_stall_after=1), JSON_HEADERS, TIMEOUT)
             assert response.status_code == 200
@@ -149,17 +148,14 @@ async def test_a_response_closed_before_its_end_closes_the_connection() -> None:
             again = await client.post(tts_body(), JSON_HEADERS, TIMEOUT)
             assert pcm_of(v1_frames(await read_body(again))) == render(TEXT)
             await again.aclose()
-        finally:
-            await client.aclose()
     assert proxy.connections == 2, "the next request must come on a new connection"
     assert engine.completed == 1
 
 
 async def test_at_the_connection_cap_a_second_post_waits_for_the_first() -> None:
     with run_server(create_app(CountingToneEngine(faults=True), WorkerConfig())) as url, fault_proxy(url) as proxy:
-        client = lean_client(proxy.url, max_connections=1, max_keepalive_connections=1)
         first_done_when_second_answered: list[bool] = []
-        try:
+        async with lean_client(proxy.url, max_connections=1, max_keepalive_connections=1) as client:
             first = await client.post(tts_body(TEXT, fault_piece_delay_ms=20), JSON_HEADERS, TIMEOUT)
 
             async def second_post() -> StreamResponse:
@@ -174,16 +170,13 @@ async def test_at_the_connection_cap_a_second_post_waits_for_the_first() -> None
             assert response.status_code == 200
             assert pcm_of(v1_frames(await read_body(response))) == render("Second.")
             await response.aclose()
-        finally:
-            await client.aclose()
     assert first_done_when_second_answered == [True], "the second request went out before the first's body ended"
     assert proxy.connections == 1, "the second request must wait for the one connection allowed"
 
 
 async def test_at_the_connection_cap_a_post_gives_up_after_the_pool_timeout() -> None:
     with run_server(create_app(CountingToneEngine(faults=True), WorkerConfig())) as url:
-        client = lean_client(url, max_connections=1, max_keepalive_connections=1)
-        try:
+        async with lean_client(url, max_connections=1, max_keepalive_connections=1) as client:
             first = await client.post(tts_body(TEXT, fault_piece_delay_ms=20), JSON_HEADERS, TIMEOUT)
             tiny_pool = httpx.Timeout(connect=5.0, read=10.0, write=5.0, pool=0.05)
             with pytest.raises(TransportFailure, match="busy"):
@@ -191,8 +184,6 @@ async def test_at_the_connection_cap_a_post_gives_up_after_the_pool_timeout() ->
             assert pcm_of(v1_frames(await read_body(first))) == render(TEXT), "the held stream goes on"
             await first.aclose()
             assert client.open_connections == 1
-        finally:
-            await client.aclose()
 
 
 # --------------------------------------------------------------------------- faults from a test server
@@ -318,16 +309,13 @@ async def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_on
         await answer_ok(server, index, reader, writer)
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             first = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
             assert await read_body(first) == b"ok"
             assert client.open_connections == 1
             second = await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, TIMEOUT), BOUND_S)
             assert second.status_code == 200
             assert await read_body(second) == b"ok"
-        finally:
-            await client.aclose()
         assert server.connections == 2
         assert server.requests == [0, 0, 1], "the second request is sent again, once, on a new connection"
 
@@ -337,13 +325,10 @@ async def test_a_new_connection_closed_before_any_answer_is_not_retried() -> Non
         await server.read_request(index, reader)  # the server saw the request: sending it again repeats it
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             with pytest.raises(TransportFailure):
                 await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, TIMEOUT), BOUND_S)
             assert await eventually(lambda: client.open_connections == 0)
-        finally:
-            await client.aclose()
         assert server.connections == 1
         assert server.requests == [0]
 
@@ -355,8 +340,7 @@ async def test_a_chunked_body_cut_off_by_the_server_raises_transport_failure() -
         await writer.drain()
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             response = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
             assert response.status_code == 200
             received: list[bytes] = []
@@ -365,45 +349,34 @@ async def test_a_chunked_body_cut_off_by_the_server_raises_transport_failure() -
             assert b"".join(received).startswith(b"hello")
             await response.aclose()
             assert await eventually(lambda: client.open_connections == 0)
-        finally:
-            await client.aclose()
 
 
 async def test_a_server_that_never_answers_raises_response_timeout() -> None:
     async with fault_server(answering(b"")) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             with pytest.raises(ResponseTimeout):
                 await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, SHORT_READ), BOUND_S)
             assert await eventually(lambda: client.open_connections == 0), "a timed-out connection must be closed"
-        finally:
-            await client.aclose()
         assert server.requests == [0]
 
 
 async def test_a_body_that_goes_silent_raises_response_timeout() -> None:
     async with fault_server(answering(HELLO_THEN_SILENCE)) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             response = await client.post(b"{}", JSON_HEADERS, SHORT_READ)
             assert await asyncio.wait_for(response.read(), BOUND_S) == b"hello"
             with pytest.raises(ResponseTimeout):
                 await asyncio.wait_for(response.read(), BOUND_S)
             await response.aclose()
             assert await eventually(lambda: client.open_connections == 0)
-        finally:
-            await client.aclose()
 
 
 async def test_an_answer_that_is_not_http_raises_transport_failure() -> None:
     async with fault_server(answering(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             with pytest.raises(TransportFailure, match="not valid HTTP"):
                 await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, TIMEOUT), BOUND_S)
             assert await eventually(lambda: client.open_connections == 0)
-        finally:
-            await client.aclose()
 
 
 async def test_a_body_without_framing_ends_at_the_close() -> None:
@@ -415,39 +388,30 @@ async def test_a_body_without_framing_ends_at_the_close() -> None:
         await writer.drain()
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             response = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
             assert response.status_code == 200
             assert await read_body(response) == b"first,second"
             await response.aclose()
             assert await eventually(lambda: client.open_connections == 0)
-        finally:
-            await client.aclose()
 
 
 async def test_nothing_listening_raises_transport_failure() -> None:
-    client = lean_client(f"http://127.0.0.1:{free_port()}")
-    try:
+    async with lean_client(f"http://127.0.0.1:{free_port()}") as client:
         with pytest.raises(TransportFailure):
             await asyncio.wait_for(client.post(b"{}", JSON_HEADERS, TIMEOUT), BOUND_S)
         assert client.open_connections == 0, "a failed connect must not hold a place in the pool"
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "a\nx-injected: 1", "a\rb"])
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(value: str) -> None:
     async with fault_server(answer_ok) as server:
-        client = lean_client(server.url)
-        try:
+        async with lean_client(server.url) as client:
             with pytest.raises(ValueError, match="line break"):
                 await asyncio.wait_for(client.post(b"{}", {**JSON_HEADERS, "x-note": value}, TIMEOUT), BOUND_S)
             assert client.open_connections == 0
             ok = await client.post(b"{}", {**JSON_HEADERS, "x-note": "fine"}, TIMEOUT)
             assert await read_body(ok) == b"ok"
-        finally:
-            await client.aclose()
         assert server.connections == 1
         assert server.requests == [0], "the refused request must not reach the server"
 
@@ -470,17 +434,14 @@ async def test_a_body_that_ends_in_the_read_that_pauses_it_leaves_a_reading_conn
             await writer.drain()
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url, max_connections=1, max_keepalive_connections=1)
         quick = httpx.Timeout(connect=5.0, read=2.0, write=5.0, pool=5.0)
-        try:
+        async with lean_client(server.url, max_connections=1, max_keepalive_connections=1) as client:
             for round_ in range(2 * len(sizes)):
                 response = await client.post(b"{}", JSON_HEADERS, quick)
                 expected = sizes[(round_ + 1) % len(sizes)]
                 assert await eventually(functools.partial(_all_in_or_paused, response))  # a slow reader: all of it came
                 assert len(await read_body(response)) == expected
                 await response.aclose()
-        finally:
-            await client.aclose()
     assert server.connections == 1, "every request on the one kept-alive connection"
 
 
@@ -492,23 +453,22 @@ async def test_a_post_cancelled_as_its_connection_opens_gives_its_slot_back(monk
         await reader.read()
 
     async with fault_server(serve) as server:
-        client = lean_client(server.url, max_connections=2)
-        task: asyncio.Task[StreamResponse] | None = None
-        made = leanhttp._Connection.connection_made
+        async with lean_client(server.url, max_connections=2) as client:
+            task: asyncio.Task[StreamResponse] | None = None
+            made = leanhttp._Connection.connection_made
 
-        def cancel_on_connect(self: leanhttp._Connection, transport: asyncio.BaseTransport) -> None:
-            made(self, transport)
-            assert task is not None
-            task.cancel()
+            def cancel_on_connect(self: leanhttp._Connection, transport: asyncio.BaseTransport) -> None:
+                made(self, transport)
+                assert task is not None
+                task.cancel()
 
-        monkeypatch.setattr(leanhttp._Connection, "connection_made", cancel_on_connect)
-        task = asyncio.ensure_future(client.post(b"{}", JSON_HEADERS, TIMEOUT))
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        monkeypatch.setattr(leanhttp._Connection, "connection_made", made)
-        assert await eventually(lambda: client.open_connections == 0)
-        assert client.open_connections == 0, "nothing may take it below zero"
-        await client.aclose()
+            monkeypatch.setattr(leanhttp._Connection, "connection_made", cancel_on_connect)
+            task = asyncio.ensure_future(client.post(b"{}", JSON_HEADERS, TIMEOUT))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            monkeypatch.setattr(leanhttp._Connection, "connection_made", made)
+            assert await eventually(lambda: client.open_connections == 0)
+            assert client.open_connections == 0, "nothing may take it below zero"
 
 
 def test_response_headers_read_as_httpx_reads_them() -> None:
