@@ -21,6 +21,7 @@ from orpheus_tts.gateway.quota_store import QuotaLease
 from orpheus_tts.gateway.service import GatewayService, UpstreamStream
 from orpheus_tts.protocol import ChunkFrame, EosFrame, ErrorFrame, Frame, encode_frame
 from orpheus_tts.serving.shutdown import GraceCut
+from orpheus_tts.serving.streaming import FinalPiece
 
 __all__ = ["DirectSink", "Draining", "Relay", "ndjson_lines", "same_frames"]
 
@@ -98,10 +99,8 @@ class DirectSink(Protocol):
         """True while the connection's write buffer is over its high-water mark."""
         ...
 
-    def write(self, data: bytes) -> None: ...
-
-    def last(self, data: bytes) -> None:
-        """The body's last piece: written with the end of the body, after :meth:`Relay.write_direct` returns."""
+    def write(self, data: bytes) -> None:
+        """A :class:`FinalPiece` goes out with the end of the body, after :meth:`Relay.write_direct` returns."""
         ...
 
     async def drain(self) -> None: ...
@@ -171,9 +170,9 @@ class Relay(Generic[T]):
                 if isinstance(frame, ChunkFrame):
                     self._samples += frame.samples
             # The batch with the terminal frame is the last (``UpstreamStream.push``): it leaves with the body's end.
-            write = sink.last if isinstance(batch[-1], (EosFrame, ErrorFrame)) else sink.write
+            final = isinstance(batch[-1], (EosFrame, ErrorFrame))
             for piece in self._render(batch):
-                write(cast(bytes, piece))
+                sink.write(FinalPiece(cast(bytes, piece)) if final else cast(bytes, piece))
             if sink.paused and not paused[0]:
                 paused[0] = True
                 upstream.pause()

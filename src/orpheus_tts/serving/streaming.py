@@ -179,8 +179,8 @@ _UNCANCEL = sys.version_info >= (3, 11)
 class _ConnectionSink:
     """A response body written straight to uvicorn's connection, as HTTP chunks, under its flow control.
 
-    The response head goes out with the first piece, in one write; a body's last
-    piece (:meth:`last`) is kept for the caller to send with the terminating chunk.
+    The response head goes out with the first piece, in one write; a
+    :class:`FinalPiece` is kept for the caller to send with the terminating chunk.
     Each write to a loopback peer costs a system call and wakes the reader, so
     the two a stream saves this way are felt.
     """
@@ -202,13 +202,11 @@ class _ConnectionSink:
         return self._flow.write_paused
 
     def write(self, data: bytes) -> None:
-        if data and not self._cycle.disconnected:
+        if isinstance(data, FinalPiece):
+            self.tail += data
+        elif data and not self._cycle.disconnected:
             self._transport.write(b"%b%x\r\n%b\r\n" % (self._head, len(data), data))
             self._head = b""
-
-    def last(self, data: bytes) -> None:
-        """``data`` is the body's last piece: keep it for the terminating write."""
-        self.tail += data
 
     def flush(self) -> None:
         """Write the head if no piece took it along (an empty body)."""
@@ -255,12 +253,11 @@ async def _write_direct(sink: _ConnectionSink, body: AsyncIterator[bytes]) -> bo
     async for data in body:
         if sink.gone:
             return False
-        if isinstance(data, FinalPiece):
-            sink.last(data)
-            break
         if sink.paused:
             await sink.drain()
         sink.write(data)
+        if isinstance(data, FinalPiece):
+            break
     return not sink.gone
 
 
