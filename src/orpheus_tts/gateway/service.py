@@ -209,14 +209,21 @@ class GatewayService:
         body["timeout_s"] = round(timeout_s, 3)
         return body
 
-    async def open(self, request: TTSRequest, request_id: str) -> UpstreamStream:
-        """Route the request and wait until a worker produces its first audio."""
+    async def open(
+        self, request: TTSRequest, request_id: str, stop: asyncio.Future[None] | None = None
+    ) -> UpstreamStream:
+        """Route the request and wait until a worker produces its first audio.
+
+        Raises :class:`~orpheus_tts.aio.Stopped` if ``stop`` completes first (the caller answers that).
+        """
         arrived = time.monotonic()
         timeout_s = self.config.deadline_s(request.timeout_s)
         deadline = arrived + timeout_s
         body = self.upstream_body(request, timeout_s)
         try:
-            routed = await run_before(self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), deadline)
+            routed = await run_before(self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), deadline, stop)
+        except Stopped:
+            raise
         except BaseException as exc:
             error = self._translate(exc)
             if error is None:

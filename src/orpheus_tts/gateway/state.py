@@ -10,7 +10,6 @@ bookkeeping done once).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from typing import TypeVar
 
 import httpx
 
-from orpheus_tts.aio import Stopped, run_before
+from orpheus_tts.aio import Stopped
 from orpheus_tts.gateway.auth import Authenticator, Identity
 from orpheus_tts.gateway.config import GatewayConfig
 from orpheus_tts.gateway.discovery import WorkerDiscovery
@@ -76,7 +75,7 @@ class GatewayState:
             self.metrics.outcome(exc.code.value)
             raise
         try:
-            upstream = await run_before(self.service.open(request, request_id), math.inf, self.draining.cut())
+            upstream = await self.service.open(request, request_id, self.draining.cut())
         except Stopped:
             lease.refund()
             self.metrics.outcome(ErrorCode.OVERLOADED.value)
