@@ -11,6 +11,12 @@ streams per second and, for every proxy, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
+The client drops each stream at its ``eos``, before the end of the chunked
+body, so every stream is a new connection on every path. With
+``--keep-alive`` it reads each body to its end instead and reuses its
+connections, as the SDK and clients that read whole bodies do. Each row
+counts the connections the client opened (``connections_opened``).
+
 ``gateway_httpx`` is the in-run baseline: the gateway with its streams to
 the worker over httpx and its route through FastAPI's middleware stack, as
 it was before its lean data plane (``--upstream-client httpx
@@ -36,7 +42,7 @@ Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
-    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--smoke]
+    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--smoke]
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ TEXT = "Benchmark sentence for the gateway."
 TARGET_CPU_RATIO = 3.0
 TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_TTFB_SLACK_MS = 0.5
+CLIENT_NEW_CONNECTIONS = "drops each stream at eos, before the end of the body: a new connection per stream"
+CLIENT_KEEP_ALIVE = "reads each body to its end: kept-alive connections, reused"
 NGINX_KEEPALIVE = 256
 UPSTREAM_KEEPALIVE_S = int(DEFAULT_KEEPALIVE_EXPIRY_S)
 """nginx and the floors drop an idle upstream connection after this long, as the gateway does: shorter than
@@ -162,51 +170,81 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-async def _one(client: httpx.AsyncClient, url: str) -> float:
-    """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
-    started = time.perf_counter()
-    ttfb = None
-    decoder = FrameDecoder()
-    tracker = StreamTracker()
-    async with client.stream("POST", f"{url}/v1/tts/stream", json={"text": TEXT}) as response:
-        response.raise_for_status()
-        async for data in response.aiter_raw():
-            for frame in decoder.feed(data):
-                tracker.observe(frame)  # seq gaps and eos totals raise ProtocolError
-                if ttfb is None and isinstance(frame, ChunkFrame):
-                    ttfb = time.perf_counter() - started
-                if isinstance(frame, EosFrame) and ttfb is not None:
-                    return ttfb
-    raise RuntimeError(f"a stream from {url} ended without eos")
+class _Client:
+    """The benchmark's client: one httpx pool, and how it ends each stream.
+
+    By default a stream is dropped at its ``eos``: the end of the chunked body
+    is not read, so httpx closes the connection and every stream is a new one.
+    With ``keep_alive`` the body is read to its end (as the SDK's routing core
+    and any client that reads whole bodies do), so connections are reused.
+    ``connections`` counts the TCP connections opened, as httpcore reports them.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, *, keep_alive: bool) -> None:
+        self.http = client
+        self.keep_alive = keep_alive
+        self.connections = 0
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.connections += 1
+
+    async def one(self, url: str) -> float:
+        """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
+        started = time.perf_counter()
+        ttfb = None
+        decoder = FrameDecoder()
+        tracker = StreamTracker()
+        body = {"text": TEXT}
+        async with self.http.stream("POST", f"{url}/v1/tts/stream", json=body, extensions={"trace": self._trace}) as r:
+            r.raise_for_status()
+            async for data in r.aiter_raw():
+                for frame in decoder.feed(data):
+                    tracker.observe(frame)  # seq gaps, eos totals and frames after the end raise ProtocolError
+                    if ttfb is None and isinstance(frame, ChunkFrame):
+                        ttfb = time.perf_counter() - started
+                    if isinstance(frame, EosFrame) and ttfb is not None and not self.keep_alive:
+                        return ttfb
+        if ttfb is None or not tracker.complete:
+            raise RuntimeError(f"a stream from {url} ended without eos")
+        return ttfb
 
 
-async def _batch(client: httpx.AsyncClient, url: str, requests: int, concurrency: int) -> dict[str, Any]:
+async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
 
     async def run() -> float:
         async with gate:
-            return await _one(client, url)
+            return await client.one(url)
 
     started = time.perf_counter()
+    opened = client.connections
     ttfbs = await asyncio.gather(*(run() for _ in range(requests)))
-    return {"ttfb_s": list(ttfbs), "wall_s": time.perf_counter() - started}
+    wall_s = time.perf_counter() - started
+    return {"ttfb_s": list(ttfbs), "wall_s": wall_s, "connections": client.connections - opened}
 
 
-async def _measure(paths: dict[str, tuple[str, int | None]], levels: list[int], requests: int, rounds: int) -> Any:
+async def _measure(
+    paths: dict[str, tuple[str, int | None]], levels: list[int], requests: int, rounds: int, *, keep_alive: bool
+) -> Any:
     limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        client = _Client(http, keep_alive=keep_alive)
         for url, _ in paths.values():  # warm every path
             await _batch(client, url, 20, 4)
         for level in levels:
             n = max(requests, level * 4)
-            per: dict[str, dict[str, Any]] = {name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0} for name in paths}
+            per: dict[str, dict[str, Any]] = {
+                name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0, "connections": 0} for name in paths
+            }
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
                     cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
                     batch = await _batch(client, url, n, level)
                     per[name]["ttfb_s"] += batch["ttfb_s"]
                     per[name]["wall_s"] += batch["wall_s"]
+                    per[name]["connections"] += batch["connections"]
                     if pid is not None:
                         per[name]["cpu_s"] += _cpu_seconds(pid) - cpu0
             row: dict[str, Any] = {"requests_per_path": n * rounds}
@@ -217,6 +255,7 @@ async def _measure(paths: dict[str, tuple[str, int | None]], levels: list[int], 
                     "ttfb_p99_ms": percentile(ttfb_ms, 99),
                     "streams_per_s": n * rounds / data["wall_s"],
                     "verified": len(ttfb_ms),
+                    "connections_opened": data["connections"],
                 }
                 if paths[name][1] is not None:
                     row[name]["cpu_ms_per_stream"] = data["cpu_s"] * 1000 / (n * rounds)
@@ -248,7 +287,7 @@ def _layer(frame: str) -> str:
     return "other"
 
 
-def _profile(gateway: str, pid: int, seconds: float) -> dict[str, Any] | None:
+def _profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dict[str, Any] | None:
     """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if spy is None:
@@ -261,7 +300,8 @@ def _profile(gateway: str, pid: int, seconds: float) -> dict[str, Any] | None:
 
         async def load() -> int:
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+                client = _Client(http, keep_alive=keep_alive)
                 streams, started = 0, time.monotonic()
                 while proc.poll() is None and time.monotonic() - started < seconds + 30:
                     await _batch(client, gateway, 64, 16)
@@ -367,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     parser.add_argument("--profile", action="store_true", help="then sample the gateway with py-spy")
     parser.add_argument("--profile-s", type=float, default=15.0, help="seconds to sample")
+    parser.add_argument(
+        "--keep-alive", action="store_true", help="read each body to its end, so the client reuses its connections"
+    )
     args = parser.parse_args(argv)
     if args.out:
         common.RESULTS_DIR = Path(args.out)
@@ -391,13 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         paths["gateway_httpx"] = (base_url, base_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
-        results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds))
-        profile = _profile(url, gw_proc.pid, args.profile_s) if args.profile else None
+        results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive))
+        profile = _profile(url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
     write_json(
         name,
         {
             "machine": {**machine(), "load_average_1m_before": load_before},
             "text": TEXT,
+            "client": CLIENT_KEEP_ALIVE if args.keep_alive else CLIENT_NEW_CONNECTIONS,
             "paths": list(paths),
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,

@@ -39,9 +39,11 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         assert "nginx is not installed" in output
         assert result["nginx"].startswith("skipped")
     assert "load_average_1m" in result["machine"]
+    assert "a new connection per stream" in result["client"]
     for row in result["levels"].values():
         for path in expected:
             assert row[path]["verified"] == row["requests_per_path"]  # every stream checked whole
+            assert row[path]["connections_opened"] == row["requests_per_path"]  # dropped at eos: a new one each
         assert row["gateway"]["cpu_ms_per_stream"] > 0
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
         for floor in ("floor_aiohttp", "floor_raw", "floor_raw_checked"):
