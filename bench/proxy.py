@@ -11,11 +11,12 @@ streams per second and, for every proxy, CPU milliseconds per stream
 (user + system time of the proxy's processes over the batch). Every stream is
 checked: seq without gaps and an ``eos`` whose totals match.
 
-The client drops each stream at its ``eos``, before the end of the chunked
-body, so every stream is a new connection on every path. With
-``--keep-alive`` it reads each body to its end instead and reuses its
-connections, as the SDK and clients that read whole bodies do. Each row
-counts the connections the client opened (``connections_opened``).
+The client (httpx) drops each stream at its ``eos``, before the end of the
+chunked body, so every stream is a new connection on every path. With
+``--keep-alive`` the client (aiohttp's) reads each body to its end instead
+and reuses its connections, as the SDK and clients that read whole bodies
+do. Each path has a pool of its own, and each row counts the connections the
+client opened (``connections_opened``).
 
 ``gateway_httpx`` is the in-run baseline: the gateway with its streams to
 the worker over httpx and its route through FastAPI's middleware stack, as
@@ -60,12 +61,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import psutil
 
 from bench import common
 from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, served, write_json
-from orpheus_tts.protocol import ChunkFrame, EosFrame, FrameDecoder, StreamTracker
+from orpheus_tts.protocol import ChunkFrame, FrameDecoder, StreamTracker
 from orpheus_tts.routing.settings import DEFAULT_KEEPALIVE_EXPIRY_S
 from orpheus_tts.serving.local import free_port
 
@@ -73,8 +75,8 @@ TEXT = "Benchmark sentence for the gateway."
 TARGET_CPU_RATIO = 3.0
 TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_TTFB_SLACK_MS = 0.5
-CLIENT_NEW_CONNECTIONS = "drops each stream at eos, before the end of the body: a new connection per stream"
-CLIENT_KEEP_ALIVE = "reads each body to its end: kept-alive connections, reused"
+CLIENT_NEW_CONNECTIONS = "httpx, dropping each stream at eos, before the end of the body: a new connection per stream"
+CLIENT_KEEP_ALIVE = "aiohttp, reading each body to its end: kept-alive connections, reused"
 NGINX_KEEPALIVE = 256
 UPSTREAM_KEEPALIVE_S = int(DEFAULT_KEEPALIVE_EXPIRY_S)
 """nginx and the floors drop an idle upstream connection after this long, as the gateway does: shorter than
@@ -171,43 +173,120 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class _Client:
-    """The benchmark's client: one httpx pool, and how it ends each stream.
+    """The benchmark's client for one path: a connection pool, and how it ends each stream.
 
-    By default a stream is dropped at its ``eos``: the end of the chunked body
-    is not read, so httpx closes the connection and every stream is a new one.
-    With ``keep_alive`` the body is read to its end (as the SDK's routing core
-    and any client that reads whole bodies do), so connections are reused.
-    ``connections`` counts the TCP connections opened, as httpcore reports them.
+    ``connections`` counts the TCP connections it opened (as its library reports them).
     """
 
-    def __init__(self, client: httpx.AsyncClient, *, keep_alive: bool) -> None:
-        self.http = client
-        self.keep_alive = keep_alive
+    def __init__(self) -> None:
         self.connections = 0
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def one(self, url: str) -> float:
+        """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
+        raise NotImplementedError
+
+
+class _StreamCheck:
+    """One v1 body, checked as it arrives: seq gaps, eos totals and frames after the end raise."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.ttfb: float | None = None
+        """Seconds to the first chunk, once it came."""
+        self._decoder = FrameDecoder()
+        self._tracker = StreamTracker()
+
+    @property
+    def complete(self) -> bool:
+        """The ``eos`` came, with its totals right."""
+        return self._tracker.complete
+
+    def feed(self, data: bytes) -> None:
+        for frame in self._decoder.feed(data):
+            self._tracker.observe(frame)
+            if self.ttfb is None and isinstance(frame, ChunkFrame):
+                self.ttfb = time.perf_counter() - self.started
+
+    def result(self, url: str) -> float:
+        if self.ttfb is None or not self.complete:
+            raise RuntimeError(f"a stream from {url} ended without eos")
+        return self.ttfb
+
+
+class _DroppingClient(_Client):
+    """httpx, dropping each stream at its ``eos``: the end of the chunked body is not read, so
+    httpx closes the connection and every stream is a new connection."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        self._http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> _Client:
+        self._http = await self._stack.enter_async_context(httpx.AsyncClient(limits=self._limits, timeout=60))
+        return self
 
     async def _trace(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.started":
             self.connections += 1
 
     async def one(self, url: str) -> float:
-        """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
-        started = time.perf_counter()
-        ttfb = None
-        decoder = FrameDecoder()
-        tracker = StreamTracker()
+        assert self._http is not None
+        check = _StreamCheck()
         body = {"text": TEXT}
-        async with self.http.stream("POST", f"{url}/v1/tts/stream", json=body, extensions={"trace": self._trace}) as r:
+        async with self._http.stream("POST", f"{url}/v1/tts/stream", json=body, extensions={"trace": self._trace}) as r:
             r.raise_for_status()
             async for data in r.aiter_raw():
-                for frame in decoder.feed(data):
-                    tracker.observe(frame)  # seq gaps, eos totals and frames after the end raise ProtocolError
-                    if ttfb is None and isinstance(frame, ChunkFrame):
-                        ttfb = time.perf_counter() - started
-                    if isinstance(frame, EosFrame) and ttfb is not None and not self.keep_alive:
-                        return ttfb
-        if ttfb is None or not tracker.complete:
-            raise RuntimeError(f"a stream from {url} ended without eos")
-        return ttfb
+                check.feed(data)
+                if check.complete:
+                    break
+        return check.result(url)
+
+
+class _KeepAliveClient(_Client):
+    """aiohttp, reading each body to its end (as the SDK's routing core and any client that reads
+    whole bodies do), so its connections are reused.
+
+    Not httpx: its pool checks every idle connection with system calls each
+    time it hands one out, so with 16 or 64 kept-alive connections the client
+    itself was the bottleneck (the worker saw one stream in flight at a time).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> _Client:
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._connected)
+        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=UPSTREAM_KEEPALIVE_S)
+        session = aiohttp.ClientSession(connector=connector, trace_configs=[trace], auto_decompress=False)
+        self._session = await self._stack.enter_async_context(session)
+        return self
+
+    async def _connected(self, *_: object) -> None:
+        self.connections += 1
+
+    async def one(self, url: str) -> float:
+        assert self._session is not None
+        check = _StreamCheck()
+        async with self._session.post(f"{url}/v1/tts/stream", json={"text": TEXT}) as r:
+            r.raise_for_status()
+            async for data in r.content.iter_any():
+                check.feed(data)  # on to the body's end: a frame after eos would raise
+        return check.result(url)
+
+
+def _client(limit: int, *, keep_alive: bool) -> _Client:
+    return _KeepAliveClient(limit) if keep_alive else _DroppingClient(limit)
 
 
 async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> dict[str, Any]:
@@ -227,12 +306,13 @@ async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> 
 async def _measure(
     paths: dict[str, tuple[str, int | None]], levels: list[int], requests: int, rounds: int, *, keep_alive: bool
 ) -> Any:
-    limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        client = _Client(http, keep_alive=keep_alive)
-        for url, _ in paths.values():  # warm every path
-            await _batch(client, url, 20, 4)
+    async with contextlib.AsyncExitStack() as stack:
+        # A pool per path: kept-alive connections to one path do not take the room of another's.
+        clients: dict[str, _Client] = {}
+        for name, (url, _) in paths.items():
+            clients[name] = await stack.enter_async_context(_client(max(levels) + 8, keep_alive=keep_alive))
+            await _batch(clients[name], url, 20, 4)  # warm every path
         for level in levels:
             n = max(requests, level * 4)
             per: dict[str, dict[str, Any]] = {
@@ -241,7 +321,7 @@ async def _measure(
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
                     cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
-                    batch = await _batch(client, url, n, level)
+                    batch = await _batch(clients[name], url, n, level)
                     per[name]["ttfb_s"] += batch["ttfb_s"]
                     per[name]["wall_s"] += batch["wall_s"]
                     per[name]["connections"] += batch["connections"]
@@ -299,9 +379,7 @@ def _profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dic
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         async def load() -> int:
-            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-            async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-                client = _Client(http, keep_alive=keep_alive)
+            async with _client(32, keep_alive=keep_alive) as client:
                 streams, started = 0, time.monotonic()
                 while proc.poll() is None and time.monotonic() - started < seconds + 30:
                     await _batch(client, gateway, 64, 16)
