@@ -142,11 +142,11 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
 
 
 FLOORS = ("aiohttp", "raw", "raw_checked")
+"""The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
 
 BASELINE_GATEWAY = ("--upstream-client", "httpx", "--no-direct-routes")
 """``gateway_httpx``: the gateway as it was before its lean data plane, the in-run baseline: streams
 to the worker over httpx (on aiohttp's pool) and the route through FastAPI's middleware stack."""
-"""The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
 
 
 @contextlib.contextmanager

@@ -445,6 +445,64 @@ async def test_a_body_that_ends_in_the_read_that_pauses_it_leaves_a_reading_conn
     assert server.connections == 1, "every request on the one kept-alive connection"
 
 
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+THREE_CHUNKS = b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n"
+"""Three HTTP chunks and the body's end, sent in one write: they arrive in one read."""
+
+
+async def head_then_three_chunks(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
+    await server.read_request(index, reader)
+    writer.write(CHUNKED_HEAD)
+    await writer.drain()
+    writer.write(THREE_CHUNKS)
+    await writer.drain()
+    await until_closed(reader)
+
+
+async def test_a_read_takes_every_chunk_that_came_in_one_piece() -> None:
+    """A worker writes a frame per HTTP chunk; a relay that got them one by one would write them
+    on one by one, a system call and a wakeup of its client each."""
+    async with fault_server(head_then_three_chunks) as server:
+        async with lean_client(server.url) as client:
+            response = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
+            assert await asyncio.wait_for(response.read(), BOUND_S) == b"onetwothree"
+            assert await asyncio.wait_for(response.read(), BOUND_S) == b""
+            await response.aclose()
+
+
+async def test_a_pushed_body_gets_what_one_read_brought_in_one_piece() -> None:
+    async with fault_server(head_then_three_chunks) as server:
+        async with lean_client(server.url) as client:
+            response: Any = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
+            pieces: list[bytes] = []
+            lost: list[Exception] = []
+            response.push(pieces.append, lost.append)
+            assert await eventually(lambda: b"" in pieces)
+            assert pieces == [b"onetwothree", b""]
+            assert not lost
+            await response.aclose()
+
+
+async def test_a_pushed_body_cut_mid_read_gets_the_bytes_before_the_cut_first() -> None:
+    async def serve(server: FaultServer, index: int, reader: Reader, writer: Writer) -> None:
+        await server.read_request(index, reader)
+        writer.write(CHUNKED_HEAD)
+        await writer.drain()
+        writer.write(b"3\r\none\r\n3\r\ntwo\r\nnot a chunk size\r\n")
+        await writer.drain()
+        await until_closed(reader)
+
+    async with fault_server(serve) as server:
+        async with lean_client(server.url) as client:
+            response: Any = await client.post(b"{}", JSON_HEADERS, TIMEOUT)
+            events: list[object] = []
+            response.push(events.append, events.append)
+            assert await eventually(lambda: any(isinstance(e, Exception) for e in events))
+            assert events[:-1] == [b"onetwo"]
+            assert isinstance(events[-1], TransportFailure)
+            assert await eventually(lambda: client.open_connections == 0)
+
+
 async def test_a_post_cancelled_as_its_connection_opens_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A hedge's loser (or a caller that gave up) cancelled right as the socket connects must count
     its connection once: a slot counted twice would let the pool grow past its cap."""

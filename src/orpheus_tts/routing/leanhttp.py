@@ -13,12 +13,16 @@ what a stream needs and nothing more:
   reused connection turns out closed before any byte of the answer is sent
   once more on a new connection (the worker never saw it).
 - **One write per request** (head and body), the response parsed by
-  httptools (llhttp, in C): the head as one callback, the body's pieces
-  de-chunked as they arrive. A body not read to its end closes the
+  httptools (llhttp, in C): the head as one callback, the body de-chunked.
+  **The body comes in as few pieces as it arrived in**: a pushed body gets
+  what one socket read brought as one piece, however many HTTP chunks it
+  held (the worker writes a frame per chunk), and a read takes everything
+  buffered; a relay then writes it on in one write, as nginx does, instead
+  of a write (and a wakeup of its client) per chunk. A body not read to its end closes the
   connection, which tells the worker to stop; one read to its end puts the
   connection back in the pool.
 - **Backpressure**: past ``HIGH_WATER_BYTES`` unread, the socket stops being
-  read until the reader catches up.
+  read until the reader takes what is buffered.
 - **Timeouts**: ``connect`` for the TCP connection, ``read`` for the longest
   silence (the head, then between two pieces of the body). The request is
   small and written to the socket buffer in one call, so ``write`` does not
@@ -46,8 +50,6 @@ __all__ = ["HIGH_WATER_BYTES", "LeanStreamClient"]
 
 HIGH_WATER_BYTES = 256 * 1024
 """Unread body bytes past which the socket is no longer read."""
-LOW_WATER_BYTES = 64 * 1024
-"""Unread body bytes below which reading resumes."""
 
 _HEAD, _BODY, _DONE, _LOST = range(4)
 
@@ -261,6 +263,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             response.lost(TransportFailure(f"the worker's response is not valid HTTP/1.1: {exc}"))
             self.close()
+            return
+        response.deliver()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -327,6 +331,8 @@ class _LeanResponse:
         """Whether the body's end is marked (length or chunked); if not, it ends when the connection does."""
         self._on_piece: Callable[[bytes], None] | None = None
         self._on_lost: Callable[[Exception], None] | None = None
+        self._unsent: list[bytes] = []
+        """A pushed body's pieces from the read being parsed, handed over together once it is (:meth:`deliver`)."""
 
     @property
     def headers(self) -> ResponseHeaders:
@@ -345,7 +351,7 @@ class _LeanResponse:
 
     def feed(self, body: bytes) -> None:
         if self._on_piece is not None:
-            self._on_piece(body)
+            self._unsent.append(body)
             return
         self._pieces.append(body)
         self._buffered += len(body)
@@ -354,7 +360,16 @@ class _LeanResponse:
             self._connection.pause_reading()
         self._wake()
 
+    def deliver(self) -> None:
+        """Hand a pushed body's pieces from the last read to the consumer, as one piece."""
+        unsent = self._unsent
+        if unsent and self._on_piece is not None:
+            piece = unsent[0] if len(unsent) == 1 else b"".join(unsent)
+            unsent.clear()
+            self._on_piece(piece)
+
     def complete(self) -> None:
+        self.deliver()  # the body's last bytes, before its end
         self._state = _DONE
         if self._paused and self._connection is not None:
             self._paused = False
@@ -377,6 +392,9 @@ class _LeanResponse:
 
     def lost(self, error: Exception) -> None:
         if self._state in (_DONE, _LOST):
+            return
+        self.deliver()  # what came before the break is good
+        if self._state in (_DONE, _LOST):  # the consumer closed the response on those bytes
             return
         self._state = _LOST
         self._error = error
@@ -423,9 +441,11 @@ class _LeanResponse:
                 assert self._error is not None
                 raise self._error
             await self._wait(self._read_s, "data")
-        piece = self._pieces.popleft()
-        self._buffered -= len(piece)
-        if self._paused and self._buffered < LOW_WATER_BYTES and self._connection is not None:
+        pieces = self._pieces
+        piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        self._buffered = 0
+        if self._paused and self._connection is not None:
             self._paused = False
             self._connection.resume_reading()
         return piece
@@ -439,9 +459,11 @@ class _LeanResponse:
         backpressure with :meth:`pause_reading`.
         """
         self._on_piece, self._on_lost = on_piece, on_lost
-        while self._pieces and self._on_piece is not None:
-            piece = self._pieces.popleft()
-            self._buffered -= len(piece)
+        if self._pieces:
+            pieces = self._pieces
+            piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            self._buffered = 0
             on_piece(piece)
         if self._on_piece is None:  # closed by a callback
             return

@@ -143,8 +143,7 @@ class PreparedStreamResponse(Response):
                 sink = _ConnectionSink(cycle, await _head_of(cycle, send, start))
                 if not await _write_direct(sink, prepared.body):
                     return
-                sink.flush()
-                await send({"type": "http.response.body", "body": sink.tail, "more_body": False})
+                await sink.end(send)
                 return
             await send(start)
             async for data in prepared.body:
@@ -180,9 +179,11 @@ class _ConnectionSink:
     """A response body written straight to uvicorn's connection, as HTTP chunks, under its flow control.
 
     The response head goes out with the first piece, in one write; a
-    :class:`FinalPiece` is kept for the caller to send with the terminating chunk.
-    Each write to a loopback peer costs a system call and wakes the reader, so
-    the two a stream saves this way are felt.
+    :class:`FinalPiece` is kept for :meth:`end` to send with the terminating
+    chunk (and with the head, when no piece took it: a whole stream that came
+    in one read goes out in one write). Each write to a loopback peer costs a
+    system call and wakes the reader, so the ones a stream saves this way are
+    felt.
     """
 
     def __init__(self, cycle: RequestResponseCycle, head: bytes) -> None:
@@ -191,7 +192,7 @@ class _ConnectionSink:
         self._flow = cycle.flow
         self._head = head
         self.tail = b""
-        """The body's last piece, for the caller to send with the end of the body."""
+        """The body's last piece, sent with the end of the body."""
 
     @property
     def gone(self) -> bool:
@@ -208,11 +209,20 @@ class _ConnectionSink:
             self._transport.write(b"%b%x\r\n%b\r\n" % (self._head, len(data), data))
             self._head = b""
 
-    def flush(self) -> None:
-        """Write the head if no piece took it along (an empty body)."""
-        if self._head and not self._cycle.disconnected:
-            self._transport.write(self._head)
-        self._head = b""
+    async def end(self, send: Send) -> None:
+        """End the body through uvicorn (which completes the cycle), its last piece and the head, if
+        no piece took it, in the same write."""
+        end: Message = {"type": "http.response.body", "body": self.tail, "more_body": False}
+        head, self._head = self._head, b""
+        if not head or self._cycle.disconnected:
+            await send(end)
+            return
+        cycle = self._cycle
+        cycle.transport = cast(asyncio.Transport, _Prefixed(self._transport, head))
+        try:
+            await send(end)
+        finally:
+            cycle.transport = self._transport
 
     async def drain(self) -> None:
         await self._flow.drain()
@@ -226,6 +236,27 @@ class _HeadCapture:
 
     def write(self, data: bytes) -> None:
         self.data += data
+
+
+class _Prefixed:
+    """Stands in for the connection's transport while uvicorn ends a body: its first write
+    carries ``prefix`` (the response head) along."""
+
+    def __init__(self, transport: asyncio.Transport, prefix: bytes) -> None:
+        self._transport = transport
+        self._prefix = prefix
+
+    def write(self, data: bytes) -> None:
+        prefix, self._prefix = self._prefix, b""
+        self._transport.write(prefix + data)
+
+    def close(self) -> None:
+        if self._prefix:  # ended without a write: the head still goes out
+            self.write(b"")
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
 
 
 async def _head_of(cycle: RequestResponseCycle, send: Send, start: Message) -> bytes:
