@@ -33,12 +33,13 @@ browser:
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium is not installed: the browser test will be skipped"; fi; }
 
-# The proxy benchmark runs Debian's nginx beside the gateway; the shared-quota tests Debian's
-# redis-server; the worker-discovery tests dnsmasq as a DNS server. Installed when we may
-# (root with apt); otherwise those tests and that benchmark path are skipped, saying why.
-SERVER_PACKAGES := nginx-light redis-server dnsmasq-base
+# The proxy benchmark runs Debian's nginx beside the gateway (and counts system calls with
+# strace); the shared-quota tests Debian's redis-server; the worker-discovery tests dnsmasq as
+# a DNS server. Installed when we may (root with apt); otherwise those tests and that
+# benchmark path are skipped, saying why.
+SERVER_PACKAGES := nginx-light redis-server dnsmasq-base strace
 servers:
-	@missing=; for b in nginx redis-server dnsmasq; do \
+	@missing=; for b in nginx redis-server dnsmasq strace; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || [ -x /usr/bin/$$b ] || missing="$$missing $$b"; done; \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -8,8 +8,9 @@ with ``proxy_buffering off``, ``proxy_request_buffering off``, HTTP/1.1
 upstream keep-alive, one worker process) and through the gateway. For each
 path and concurrency it reports the time to the first audio chunk (p50/p99),
 streams per second and, for every proxy, CPU milliseconds per stream
-(user + system time of the proxy's processes over the batch). Every stream is
-checked: seq without gaps and an ``eos`` whose totals match.
+(user + system time of the proxy's processes over the batch, from the
+scheduler's nanosecond counts). Every stream is checked: seq without gaps
+and an ``eos`` whose totals match.
 
 The client (httpx) drops each stream at its ``eos``, before the end of the
 chunked body, so every stream is a new connection on every path. With
@@ -39,11 +40,16 @@ With ``--profile`` (and ``py-spy`` installed) the gateway is then sampled
 under load at concurrency 16 for ``--profile-s`` seconds, and the JSON says
 where its CPU time went, by layer (the innermost frame of each sample).
 
+With ``--syscalls`` (and ``strace`` installed, with permission to attach)
+each proxy's system calls are then counted, by call, over
+``SYSCALL_STREAMS`` streams one at a time (every process and thread of it);
+the smoke run counts them too, over its few streams.
+
 Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
-    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--smoke]
+    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls] [--smoke]
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,7 +73,7 @@ import httpx
 import psutil
 
 from bench import common
-from bench.common import machine, orpheus_process, percentile, pyplot, save_figure, served, write_json
+from bench.common import cpu_seconds, machine, orpheus_process, percentile, pyplot, save_figure, served, write_json
 from orpheus_tts.protocol import ChunkFrame, FrameDecoder, StreamTracker
 from orpheus_tts.routing.settings import DEFAULT_KEEPALIVE_EXPIRY_S
 from orpheus_tts.serving.local import free_port
@@ -162,13 +169,11 @@ def _floor(kind: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[byt
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children (nginx's worker process)."""
-    proc = psutil.Process(pid)
+    """CPU time of ``pid`` and of the processes below it (nginx's worker process)."""
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = p.cpu_times()
-            total += times.user + times.system
+    for p in [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            total += cpu_seconds(p)
     return total
 
 
@@ -409,6 +414,67 @@ def _profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dic
     }
 
 
+SYSCALL_STREAMS = 300
+"""Streams per proxy in the system call count (``--syscalls``), one at a time."""
+
+
+def _strace_counts(text: str) -> dict[str, int]:
+    """Calls by system call, from ``strace -c``'s table (``% time seconds usecs/call calls [errors] syscall``)."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][:1].isdigit() and fields[-1] != "total" and fields[3].isdigit():
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_alive: bool) -> dict[str, Any] | str:
+    """System calls per stream of each proxy, by call: ``strace -c`` on all its processes and threads
+    while the same client sends ``streams`` streams one at a time. A reason string when it cannot."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return "skipped: strace is not installed (apt-get install strace to count)"
+    counted: dict[str, Any] = {}
+    for name, (url, pid) in paths.items():
+        if pid is None:
+            continue
+        pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "counts.txt"
+            cmd = [strace, "-c", "-f", "-o", str(out), *(a for p in pids for a in ("-p", str(p)))]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            attached = 0
+            while attached < len(pids) and (line := proc.stderr.readline()):
+                attached += "attached" in line  # one line per process, its threads included
+            if attached < len(pids):
+                proc.kill()
+                proc.wait()
+                return "skipped: strace could not attach (it needs ptrace permission)"
+
+            async def load(url: str = url) -> None:
+                async with _client(4, keep_alive=keep_alive) as client:
+                    await _batch(client, url, streams, 1)
+
+            asyncio.run(load())
+            proc.send_signal(signal.SIGINT)
+            proc.stderr.read()
+            proc.wait(timeout=30)
+            counts = _strace_counts(out.read_text())
+        total = sum(counts.values())
+        counted[name] = {
+            "per_stream": round(total / streams, 2),
+            "by_call": {k: round(v / streams, 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+        }
+    return {
+        "tool": "strace -c -f on every process and thread of the proxy",
+        "streams": streams,
+        "concurrency": 1,
+        "note": "counts, not times: strace slows the traced process, which can change how reads batch",
+        "paths": counted,
+    }
+
+
 def _compare(row: dict[str, Any]) -> None:
     """Gateway against nginx: the ratios and whether each target is met."""
     if "nginx" not in row:
@@ -435,6 +501,13 @@ def _compare(row: dict[str, Any]) -> None:
             row[f"{path}_throughput_ratio"] = floor["streams_per_s"] / ng["streams_per_s"]
             row[f"{path}_ttfb_p50_extra_ms"] = floor["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
             row[f"gateway_cpu_over_{path}"] = gw["cpu_ms_per_stream"] / cpu if cpu else None
+
+
+def _syscall_line(syscalls: dict[str, Any] | str) -> str:
+    if isinstance(syscalls, str):
+        return f"system calls: {syscalls}"
+    paths = syscalls["paths"]
+    return "system calls per stream: " + ", ".join(f"{name} {paths[name]['per_stream']:.1f}" for name in paths)
 
 
 def _line(level: int, row: dict[str, Any]) -> str:
@@ -486,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="then sample the gateway with py-spy")
     parser.add_argument("--profile-s", type=float, default=15.0, help="seconds to sample")
     parser.add_argument(
+        "--syscalls", action="store_true", help="then count each proxy's system calls per stream with strace"
+    )
+    parser.add_argument(
         "--keep-alive", action="store_true", help="read each body to its end, so the client reuses its connections"
     )
     args = parser.parse_args(argv)
@@ -493,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         common.RESULTS_DIR = Path(args.out)
     if args.smoke:
         args.requests, args.concurrency, args.rounds = 8, [1, 4], 1
+        args.syscalls = True
     name = args.name or ("proxy_smoke" if args.smoke else "proxy")
     binary = nginx_binary()
     if binary is None:
@@ -514,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive))
         profile = _profile(url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
+        syscalls: dict[str, Any] | str | None = None
+        if args.syscalls:
+            syscalls = _syscalls(paths, args.requests if args.smoke else SYSCALL_STREAMS, keep_alive=args.keep_alive)
+            print(_syscall_line(syscalls))
     write_json(
         name,
         {
@@ -524,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,
             "gateway_profile": profile,
+            "syscalls": syscalls,
             "targets": {
                 "cpu": f"gateway CPU per stream <= {TARGET_CPU_RATIO}x nginx",
                 "throughput": f"gateway >= {TARGET_THROUGHPUT_RATIO}x nginx at 16 and 64",

@@ -48,6 +48,16 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
         for floor in ("floor_aiohttp", "floor_raw", "floor_raw_checked"):
             assert "cpu_ms_per_stream" in row[floor]  # so few streams may cost a floor less than a clock tick
+    syscalls = result["syscalls"]
+    if isinstance(syscalls, str):  # no strace, or no permission to attach: said, not silently left out
+        assert syscalls.startswith("skipped: strace")
+        assert syscalls in output
+    else:
+        assert set(syscalls["paths"]) == set(expected) - {"direct"}
+        for counted in syscalls["paths"].values():
+            assert counted["by_call"]
+            assert counted["per_stream"] == pytest.approx(sum(counted["by_call"].values()), abs=0.2)
+        assert syscalls["paths"]["gateway"]["by_call"]["accept4"] == pytest.approx(1.0), "a connection per stream"
 
 
 @pytest.mark.timeout(300)
