@@ -58,6 +58,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -66,7 +67,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import httpx
@@ -418,6 +419,25 @@ SYSCALL_STREAMS = 300
 """Streams per proxy in the system call count (``--syscalls``), one at a time."""
 
 
+STRACE_ATTACH_S = 10.0
+"""How long strace may take to say it attached to every process of a proxy."""
+
+
+def _first_lines(stream: IO[bytes], count: int, timeout_s: float) -> list[str]:
+    """The first ``count`` lines written to ``stream``, or those that came within ``timeout_s``."""
+    fd, data = stream.fileno(), b""
+    deadline = time.monotonic() + timeout_s
+    while data.count(b"\n") < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        piece = os.read(fd, 4096)
+        if not piece:
+            break
+        data += piece
+    return data.decode(errors="replace").splitlines()[:count]
+
+
 def _strace_counts(text: str) -> dict[str, int]:
     """Calls by system call, from ``strace -c``'s table (``% time seconds usecs/call calls [errors] syscall``)."""
     counts: dict[str, int] = {}
@@ -442,15 +462,15 @@ def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_al
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "counts.txt"
             cmd = [strace, "-c", "-f", "-o", str(out), *(a for p in pids for a in ("-p", str(p)))]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             assert proc.stderr is not None
-            attached = 0
-            while attached < len(pids) and (line := proc.stderr.readline()):
-                attached += "attached" in line  # one line per process, its threads included
-            if attached < len(pids):
+            lines = _first_lines(proc.stderr, len(pids), STRACE_ATTACH_S)  # one per process, its threads included
+            refused = [line for line in lines if "attached" not in line]
+            if refused or len(lines) < len(pids):
                 proc.kill()
-                proc.wait()
-                return "skipped: strace could not attach (it needs ptrace permission)"
+                proc.communicate()
+                why = refused[0] if refused else f"no word from strace in {STRACE_ATTACH_S:g} s"
+                return f"skipped: strace could not attach (it needs ptrace permission): {why}"
 
             async def load(url: str = url) -> None:
                 async with _client(4, keep_alive=keep_alive) as client:
@@ -458,8 +478,7 @@ def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_al
 
             asyncio.run(load())
             proc.send_signal(signal.SIGINT)
-            proc.stderr.read()
-            proc.wait(timeout=30)
+            proc.communicate(timeout=30)
             counts = _strace_counts(out.read_text())
         total = sum(counts.values())
         counted[name] = {
