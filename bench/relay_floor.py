@@ -22,7 +22,8 @@ the same way, not a design for one.
   :class:`~orpheus_tts.protocol.FrameDecoder` (chunks checked on their bytes,
   not decoded), every frame passes the v1 rules
   (:class:`~orpheus_tts.protocol.StreamTracker`: ``seq``, the terminal frame,
-  the totals) and the lines that arrived together go out as one HTTP chunk.
+  the totals) and what one read brought goes out in one write (the head with
+  the first lines, the body's end with the last), as the gateway writes it.
   What a data plane does per stream, without the control plane's once-per-
   stream work (keys, quotas, routing).
 
@@ -113,6 +114,8 @@ class _Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.check: tuple[FrameDecoder, StreamTracker] | None = None
         """The decoder and the v1 rules of the stream being checked (``None``: bytes pass through)."""
+        self.out: list[bytes] = []
+        """What the read being parsed gives a checked stream's client, written once it is parsed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
@@ -131,12 +134,21 @@ class _Upstream(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:  # also a stream that broke the v1 rules (raised in on_body)
+            self.out.clear()
             self.close()  # connection_lost then cuts the client's response
+            return
+        self._flush(client)
+
+    def _flush(self, client: _Client | None) -> None:
+        if self.out:
+            if client is not None and client.transport is not None:
+                client.transport.write(b"".join(self.out))
+            self.out.clear()
 
     def on_headers_complete(self) -> None:
         if self.check is not None and self.client is not None and self.client.transport is not None:
             status = self.parser.get_status_code()
-            self.client.transport.write(
+            self.out.append(
                 b"HTTP/1.1 %d \r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n" % status
             )
 
@@ -149,13 +161,14 @@ class _Upstream(asyncio.Protocol):
             rules.observe(frame)  # raises ProtocolError for a stream that breaks the v1 rules
         if frames:
             lines = b"".join([encode_frame(frame) for frame in frames])
-            self.client.transport.write(b"%x\r\n%b\r\n" % (len(lines), lines))
+            self.out.append(b"%x\r\n%b\r\n" % (len(lines), lines))
 
     def on_message_complete(self) -> None:
-        if self.check is not None and self.client is not None and self.client.transport is not None:
-            self.client.transport.write(b"0\r\n\r\n")
+        if self.check is not None:
+            self.out.append(b"0\r\n\r\n")
         self.check = None
         client, self.client = self.client, None
+        self._flush(client)  # before the client may send its next request
         self.parser = httptools.HttpResponseParser(self)
         self.pool.put(self)
         if client is not None:

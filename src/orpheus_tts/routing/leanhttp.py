@@ -18,9 +18,9 @@ what a stream needs and nothing more:
   what one socket read brought as one piece, however many HTTP chunks it
   held (the worker writes a frame per chunk), and a read takes everything
   buffered; a relay then writes it on in one write, as nginx does, instead
-  of a write (and a wakeup of its client) per chunk. A body not read to its end closes the
-  connection, which tells the worker to stop; one read to its end puts the
-  connection back in the pool.
+  of a write (and a wakeup of its client) per chunk. A body not read to its
+  end closes the connection, which tells the worker to stop; one read to its
+  end puts the connection back in the pool.
 - **Backpressure**: past ``HIGH_WATER_BYTES`` unread, the socket stops being
   read until the reader takes what is buffered.
 - **Timeouts**: ``connect`` for the TCP connection, ``read`` for the longest
