@@ -115,6 +115,10 @@ def served(cmd: list[str], url: str, *, quiet: bool = False) -> Iterator[subproc
         proc.wait(timeout=30)
 
 
+_SCHEDSTAT = Path("/proc/self/schedstat").exists()
+"""Whether the kernel keeps the scheduler's per-thread CPU counts (``/proc/PID/task/*/schedstat``)."""
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of process ``pid`` so far.
 
@@ -133,6 +137,3 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-_SCHEDSTAT = Path("/proc/self/schedstat").exists()

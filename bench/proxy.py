@@ -169,10 +169,15 @@ def _floor(kind: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[byt
         yield url, proc
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and the processes below it (nginx's worker under its master)."""
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
 def _cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of the processes below it (nginx's worker process)."""
+    """CPU time of ``pid`` and of the processes below it."""
     total = 0.0
-    for p in [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]:
+    for p in _process_tree(pid):
         with contextlib.suppress(OSError):  # gone meanwhile
             total += cpu_seconds(p)
     return total
@@ -458,7 +463,7 @@ def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_al
     for name, (url, pid) in paths.items():
         if pid is None:
             continue
-        pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+        pids = _process_tree(pid)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "counts.txt"
             cmd = [strace, "-c", "-f", "-o", str(out), *(a for p in pids for a in ("-p", str(p)))]

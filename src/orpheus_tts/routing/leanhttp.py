@@ -441,13 +441,18 @@ class _LeanResponse:
                 assert self._error is not None
                 raise self._error
             await self._wait(self._read_s, "data")
+        piece = self._take_buffered()
+        if self._paused and self._connection is not None:
+            self._paused = False
+            self._connection.resume_reading()
+        return piece
+
+    def _take_buffered(self) -> bytes:
+        """Every piece buffered so far, as one."""
         pieces = self._pieces
         piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
         pieces.clear()
         self._buffered = 0
-        if self._paused and self._connection is not None:
-            self._paused = False
-            self._connection.resume_reading()
         return piece
 
     def push(self, on_piece: Callable[[bytes], None], on_lost: Callable[[Exception], None]) -> None:
@@ -460,11 +465,7 @@ class _LeanResponse:
         """
         self._on_piece, self._on_lost = on_piece, on_lost
         if self._pieces:
-            pieces = self._pieces
-            piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
-            pieces.clear()
-            self._buffered = 0
-            on_piece(piece)
+            on_piece(self._take_buffered())
         if self._on_piece is None:  # closed by a callback
             return
         if self._paused and self._connection is not None:
