@@ -7,10 +7,10 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-__all__ = ["DeadlinePassed", "Stopped", "next_before", "run_before"]
+__all__ = ["DeadlinePassed", "Stopped", "run_before"]
 
 T = TypeVar("T")
 
@@ -23,34 +23,13 @@ class Stopped(Exception):
     """The ``stop`` future completed before the awaitable did (e.g. shutdown cut the wait short)."""
 
 
-async def next_before(iterator: AsyncIterator[T], deadline: float) -> T:
-    """The next item of ``iterator`` if it arrives before ``deadline`` (a ``time.monotonic()`` value).
-
-    Raises :class:`DeadlinePassed` (after cancelling the pending step) or
-    ``StopAsyncIteration`` at the end. Unlike ``asyncio.wait_for`` before Python
-    3.12, a cancellation of the caller is never swallowed when it coincides with
-    the item arriving: a client that hangs up always stops the stream.
-    """
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise DeadlinePassed
-    step: asyncio.Future[T] = asyncio.ensure_future(iterator.__anext__())
-    try:
-        done, _ = await asyncio.wait({step}, timeout=remaining)
-    except BaseException:
-        await _cancel(step)
-        raise
-    if not done:
-        await _cancel(step)
-        raise DeadlinePassed
-    return step.result()
-
-
 async def run_before(awaitable: Awaitable[T], deadline: float, stop: asyncio.Future[None] | None = None) -> T:
     """``await awaitable`` if it finishes before ``deadline``; else cancel it and raise :class:`DeadlinePassed`.
 
     When ``stop`` completes first, the awaitable is cancelled and :class:`Stopped`
-    is raised. Like :func:`next_before`, it never swallows a cancellation of the caller.
+    is raised. Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation of
+    the caller is never swallowed when it coincides with the awaitable finishing:
+    a client that hangs up always stops the stream.
 
     On Python 3.11 and later the awaitable runs in the caller's own task (the
     timer and ``stop`` cancel that task, as ``asyncio.timeout`` does, and

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from orpheus_tts.aio import DeadlinePassed, Stopped, run_before
 from orpheus_tts.gateway.config import DEFAULT_STALL_TIMEOUT_S, GatewayConfig
@@ -60,7 +60,7 @@ class UpstreamStream:
     stop: asyncio.Future[None] | None = None
     """Completed when the gateway's drain grace runs out: the stream then ends ``cancelled``."""
     outcome: str = field(default="cancelled")
-    _cancel_push: Callable[[], None] | None = field(default=None, repr=False)
+    _pushed: _Pushed | None = field(default=None, repr=False)
 
     @property
     def hints(self) -> dict[str, str]:
@@ -112,52 +112,9 @@ class UpstreamStream:
         cannot be pushed (then iterate :meth:`batches`)."""
         if not self.routed.can_push:
             return None
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
-        timers: list[asyncio.TimerHandle] = []
-        last_read = [loop.time()]
-
-        def finish(frames: list[Frame]) -> None:
-            if ended.done():
-                return
-            for timer in timers:
-                timer.cancel()
-            if self.stop is not None:
-                self.stop.remove_done_callback(on_stop)
-            ended.set_result(None)
-            if frames:
-                on_batch(frames)
-
-        def on_frames(frames: list[Frame]) -> None:
-            if ended.done():
-                return
-            last_read[0] = loop.time()
-            self._note_terminal(frames[-1])
-            if isinstance(frames[-1], (EosFrame, ErrorFrame)):
-                finish(frames)
-            else:
-                on_batch(frames)
-
-        def check_stall() -> None:
-            idle = loop.time() - last_read[0]
-            if idle < self.stall_timeout_s:
-                timers.append(loop.call_later(self.stall_timeout_s - idle, check_stall))
-                return
-            self.routed.fail_now()
-            finish([self._stalled()])
-
-        def on_stop(_: asyncio.Future[None]) -> None:
-            finish([self._stopped()])
-
-        timers.append(
-            loop.call_later(max(0.0, self.deadline - time.monotonic()), lambda: finish([self._past_deadline()]))
-        )
-        timers.append(loop.call_later(self.stall_timeout_s, check_stall))
-        if self.stop is not None:
-            self.stop.add_done_callback(on_stop)
-        self._cancel_push = lambda: finish([])
-        self.routed.push(on_frames, lambda exc: finish([self._lost(exc)]))
-        return ended
+        pushed = _Pushed(self, on_batch)
+        self._pushed = pushed
+        return pushed.start()
 
     def pause(self) -> None:
         """Stop reading the worker (a pushed stream's client reads slower than the worker sends)."""
@@ -190,10 +147,88 @@ class UpstreamStream:
         return ErrorFrame(code.value, message, retryable)
 
     async def close(self) -> None:
-        if self._cancel_push is not None:  # timers and the stop callback of a pushed stream
-            self._cancel_push()
+        if self._pushed is not None:  # timers and the stop callback of a pushed stream
+            self._pushed.finish([])
         with contextlib.suppress(Exception):
             await self.routed.aclose()
+
+
+class _Pushed:
+    """One pushed stream's deadline, stall timer and shutdown cut (:meth:`UpstreamStream.push`).
+
+    Methods, not closures: a closure that re-arms its own timer refers to
+    itself, and every object of the stream would then wait for the cycle
+    collector. Once finished it lets go of the stream and the callback, so
+    the stream's objects are freed as soon as the response is done with them.
+    """
+
+    __slots__ = ("ended", "last_read", "loop", "on_batch", "stream", "timers")
+
+    def __init__(self, stream: UpstreamStream, on_batch: Callable[[list[Frame]], None]) -> None:
+        self.stream: UpstreamStream | None = stream
+        self.on_batch: Callable[[list[Frame]], None] | None = on_batch
+        self.loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self.last_read = self.loop.time()
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def start(self) -> asyncio.Future[None]:
+        stream, loop = cast(UpstreamStream, self.stream), self.loop
+        self.timers.append(loop.call_later(max(0.0, stream.deadline - time.monotonic()), self.past_deadline))
+        self.timers.append(loop.call_later(stream.stall_timeout_s, self.check_stall))
+        if stream.stop is not None:
+            stream.stop.add_done_callback(self.on_stop)
+        stream.routed.push(self.on_frames, self.on_lost)
+        return self.ended
+
+    def finish(self, frames: list[Frame]) -> None:
+        stream, on_batch = self.stream, self.on_batch
+        if stream is None or on_batch is None:
+            return
+        self.stream = self.on_batch = None
+        stream._pushed = None
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+        if stream.stop is not None:
+            stream.stop.remove_done_callback(self.on_stop)
+        self.ended.set_result(None)
+        if frames:
+            on_batch(frames)
+
+    def on_frames(self, frames: list[Frame]) -> None:
+        stream, on_batch = self.stream, self.on_batch
+        if stream is None or on_batch is None:
+            return
+        self.last_read = self.loop.time()
+        stream._note_terminal(frames[-1])
+        if isinstance(frames[-1], (EosFrame, ErrorFrame)):
+            self.finish(frames)
+        else:
+            on_batch(frames)
+
+    def on_lost(self, exc: Exception) -> None:
+        if self.stream is not None:
+            self.finish([self.stream._lost(exc)])
+
+    def on_stop(self, _: asyncio.Future[None]) -> None:
+        if self.stream is not None:
+            self.finish([self.stream._stopped()])
+
+    def past_deadline(self) -> None:
+        if self.stream is not None:
+            self.finish([self.stream._past_deadline()])
+
+    def check_stall(self) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        idle = self.loop.time() - self.last_read
+        if idle < stream.stall_timeout_s:
+            self.timers.append(self.loop.call_later(stream.stall_timeout_s - idle, self.check_stall))
+            return
+        stream.routed.fail_now()
+        self.finish([stream._stalled()])
 
 
 class GatewayService:
@@ -224,19 +259,23 @@ class GatewayService:
             routed = await run_before(self.router.open(body, headers={HEADER_REQUEST_ID: request_id}), deadline, stop)
         except Stopped:
             raise
-        except BaseException as exc:
-            error = self._translate(exc)
-            if error is None:
-                raise
-            self.metrics.outcome(error.code.value)
-            raise error from exc
+        except Exception as exc:
+            # Raised without a name in this frame: its traceback holds the frame, and a local
+            # naming the error would make a cycle that keeps the request for the cycle collector.
+            raise self._refusal(exc) from exc
         self.metrics.mine.ttfa.observe(time.monotonic() - arrived)
         self.metrics.mine.input_chars.inc(len(request.text))
         return UpstreamStream(
             routed=routed, deadline=deadline, arrived=arrived, stall_timeout_s=self.config.stall_timeout_s
         )
 
-    def _translate(self, exc: BaseException) -> ServiceError | None:
+    def _refusal(self, exc: Exception) -> ServiceError:
+        """The answer for a request that could not be routed, counted."""
+        error = self._translate(exc)
+        self.metrics.outcome(error.code.value)
+        return error
+
+    def _translate(self, exc: Exception) -> ServiceError:
         retry_after = self.config.no_workers_retry_after_s
         if isinstance(exc, ServiceError):
             return exc
@@ -259,10 +298,8 @@ class GatewayService:
             return ServiceError(ErrorCode.NO_WORKERS, f"no worker could be reached: {exc}", retry_after_s=retry_after)
         if isinstance(exc, RoutingError):
             return ServiceError(ErrorCode.WORKER_LOST, f"the worker failed before audio: {exc}", retryable=True)
-        if isinstance(exc, Exception):
-            logger.exception("unexpected error while opening an upstream stream")
-            return ServiceError(ErrorCode.INTERNAL, "internal error while routing the request")
-        return None
+        logger.exception("unexpected error while opening an upstream stream")
+        return ServiceError(ErrorCode.INTERNAL, "internal error while routing the request")
 
     def note_finished(self, stream: UpstreamStream, samples: int) -> None:
         self.metrics.outcome(stream.outcome)

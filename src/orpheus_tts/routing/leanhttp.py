@@ -225,7 +225,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: LeanStreamClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        """``None`` once the connection is lost: the parser holds this protocol's methods, and the
+        pair would otherwise wait for the cycle collector."""
         self.response: _LeanResponse | None = None
         self.reused = False
         self.gone = False
@@ -253,13 +255,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def data_received(self, data: bytes) -> None:
-        response = self.response
-        if response is None:  # bytes nobody asked for: the connection cannot be trusted
+        response, parser = self.response, self.parser
+        if response is None or parser is None:  # bytes nobody asked for: the connection cannot be trusted
             self.close()
             return
         response.any_bytes = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             response.lost(TransportFailure(f"the worker's response is not valid HTTP/1.1: {exc}"))
             self.close()
@@ -268,6 +270,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.parser = None
         response, self.response = self.response, None
         if response is not None:
             response.connection_closed(exc)
@@ -282,7 +285,7 @@ class _Connection(asyncio.Protocol):
             self.response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.response is not None:
+        if self.response is not None and self.parser is not None:
             self.response.head_complete(self.parser.get_status_code())
 
     def on_body(self, body: bytes) -> None:
@@ -291,8 +294,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         response, self.response = self.response, None
-        keep_alive = self.parser.should_keep_alive()
-        self.parser = httptools.HttpResponseParser(self)
+        keep_alive = self.parser is not None and self.parser.should_keep_alive()
+        self.parser = httptools.HttpResponseParser(self) if self.parser is not None else None
         if response is not None:
             response.complete()
         if keep_alive and self.usable and not self.client._closed:

@@ -450,10 +450,19 @@ class RoutedStream:
 
     def _deliver(self, frames: list[Frame]) -> None:
         last = frames[-1]
-        if isinstance(last, (EosFrame, ErrorFrame)):
-            self._attempt.finish("success" if isinstance(last, EosFrame) else error_frame_verdict(last))
-            self._drain_pushed()
-        self._on_frames(frames)
+        if not isinstance(last, (EosFrame, ErrorFrame)):
+            self._on_frames(frames)
+            return
+        self._attempt.finish("success" if isinstance(last, EosFrame) else error_frame_verdict(last))
+        self._drain_pushed()
+        on_frames = self._on_frames
+        self._let_go()
+        on_frames(frames)
+
+    def _let_go(self) -> None:
+        """Drop the pushed stream's callbacks once nothing more can reach them: they refer back to
+        the relay that holds this stream, and the cycle would keep all of it for the cycle collector."""
+        self._on_frames = self._on_failure = _ignore
 
     def _on_piece(self, data: bytes) -> None:
         if self._attempt.done:  # after the terminal frame: draining to the body's end
@@ -478,7 +487,9 @@ class RoutedStream:
     def _broken(self, error: UpstreamError) -> None:
         self._attempt.finish("failure")
         self._close_pushed()
-        self._on_failure(error)
+        on_failure = self._on_failure
+        self._let_go()
+        on_failure(error)
 
     def _drain_pushed(self) -> None:
         """After the terminal frame: read on to the body's end (so the connection is reused), bounded."""
@@ -503,6 +514,7 @@ class RoutedStream:
 
     async def aclose(self) -> None:
         """Close the connection; a stream closed before its end records no verdict."""
+        self._let_go()
         if self._drain_timer is not None:  # pushed, and draining: let the drain finish
             self._attempt.finish("none")
             return

@@ -363,6 +363,7 @@ class _Race:
         finally:
             for unsubscribe in self._unsubscribe:
                 unsubscribe()
+            self._unsubscribe.clear()  # each refers back to this race: no cycle left for the collector
             await self._cancel_others(winner)
 
     def _on_down(self, _: Endpoint) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from orpheus_tts.aio import DeadlinePassed, next_before
+from orpheus_tts.aio import DeadlinePassed, run_before
 from orpheus_tts.engines.base import (
     Engine,
     EngineError,
@@ -196,7 +196,7 @@ class SynthesisService:
                 started = time.monotonic()
                 try:
                     with playing(stream.clock):
-                        piece = await next_before(stream.pieces, stream.deadline)
+                        piece = await run_before(stream.pieces.__anext__(), stream.deadline)
                 except StopAsyncIteration:
                     return None
                 finally:
