@@ -123,7 +123,7 @@ class _Upstream(asyncio.Protocol):
     def serve(self, client: _Client, request: bytes, stream: bool) -> None:
         """Send ``client``'s request and relay the answer to it."""
         self.client = client
-        self.check = (FrameDecoder(lazy_audio=True), StreamTracker()) if stream and self.pool.checked else None
+        self.check = (FrameDecoder(keep_lines=True), StreamTracker()) if stream and self.pool.checked else None
         assert self.transport is not None
         self.transport.write(request)
 

@@ -196,7 +196,7 @@ def test_error_codes_map_to_statuses() -> None:
 def test_lazy_decoder_gives_the_same_frames_and_relays_the_same_bytes(frames: list[Frame], cuts: list[int]) -> None:
     data = b"".join(encode_frame(f) for f in frames)
     points = sorted({c % (len(data) + 1) for c in cuts})
-    decoder = FrameDecoder(lazy_audio=True)
+    decoder = FrameDecoder(keep_lines=True)
     out = []
     last = 0
     for point in [*points, len(data)]:
@@ -229,7 +229,7 @@ def test_a_chunk_line_is_not_decoded_until_its_audio_is_asked_for() -> None:
 )
 def test_a_canonical_chunk_with_bad_audio_breaks_the_stream(line: bytes) -> None:
     with pytest.raises(ProtocolError):
-        FrameDecoder(lazy_audio=True).feed(line + b"\n")
+        FrameDecoder(keep_lines=True).feed(line + b"\n")
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(line + b"\n")  # the full decoder agrees
 
@@ -249,6 +249,44 @@ def test_any_other_chunk_shape_is_decoded_in_full(line: bytes) -> None:
         expected = FrameDecoder().feed(line + b"\n")
     except ProtocolError:
         with pytest.raises(ProtocolError):
-            FrameDecoder(lazy_audio=True).feed(line + b"\n")
+            FrameDecoder(keep_lines=True).feed(line + b"\n")
     else:
-        assert FrameDecoder(lazy_audio=True).feed(line + b"\n") == expected
+        assert FrameDecoder(keep_lines=True).feed(line + b"\n") == expected
+
+
+# --------------------------------------------------------------------------- other frames kept as lines
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type": "metrics", "queue_ms": 0.5, "worker": "w-\xc3\xa9", "new_field": [1, 2]}',  # spaces, UTF-8, extra
+        b'{"chunks_total":0,"type":"eos","samples_total":0,"note":"later keys"}',  # other key order, extra
+        b'{"type":"error", "code":"overloaded", "message":"busy \\u2014 later", "retryable":1}',  # an escape
+        b'{"type":"words","words":[{"word":"hi","start_s":0,"end_s":0.25}]}',
+    ],
+    ids=["metrics", "eos", "error", "words"],
+)
+def test_a_proxys_decoder_relays_every_other_frame_as_the_line_it_came_in(line: bytes) -> None:
+    kept = FrameDecoder(keep_lines=True).feed(line + b"\r\n")
+    decoded = FrameDecoder().feed(line + b"\n")
+    assert kept == decoded  # the same frame, checked the same way
+    assert [encode_frame(frame) for frame in kept] == [line + b"\n"]  # not encoded again
+    assert encode_frame(decoded[0]) != line + b"\n"  # without the line, the frame is encoded afresh
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"metrics","rtf":NaN}',
+        b'{"type":"metrics","rtf":-Infinity}',
+        b'{"type":"eos","samples_total":0,"chunks_total":0,"x":Infinity}',
+        b'{"type":"error","code":"internal","message":"\xe9"}',  # Latin-1, not UTF-8
+        '{"type":"eos","samples_total":0,"chunks_total":0}'.encode("utf-16-le"),
+    ],
+    ids=["nan", "infinity", "infinity-in-eos", "latin-1", "utf-16"],
+)
+def test_a_line_that_is_not_strict_utf8_json_breaks_the_stream(line: bytes) -> None:
+    for decoder in (FrameDecoder(), FrameDecoder(keep_lines=True)):
+        with pytest.raises(ProtocolError):
+            decoder.feed(line + b"\n")

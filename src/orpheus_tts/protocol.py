@@ -337,11 +337,16 @@ class ChunkFrame:
         return len(self.pcm) // SAMPLE_WIDTH_BYTES
 
 
+_LINE_FIELD: Any = field(default=None, compare=False, repr=False)
+"""``line``: the NDJSON line a decoded frame came in (:func:`decode_frame` with ``keep_line``), relayed as is."""
+
+
 @dataclass(frozen=True)
 class MetricsFrame:
     """Timing and load facts (``queue_ms``, ``ttfb_ms``, ``rtf``, ``queue_depth``…)."""
 
     values: dict[str, Any]
+    line: bytes | None = _LINE_FIELD
 
 
 @dataclass(frozen=True)
@@ -350,6 +355,7 @@ class EosFrame:
 
     samples_total: int
     chunks_total: int
+    line: bytes | None = _LINE_FIELD
 
 
 @dataclass(frozen=True)
@@ -359,6 +365,7 @@ class ErrorFrame:
     code: str
     message: str
     retryable: bool = False
+    line: bytes | None = _LINE_FIELD
 
 
 @dataclass(frozen=True)
@@ -366,12 +373,13 @@ class WordsFrame:
     """Word timings: each ``{"word", "start_s", "end_s"}``, seconds from the stream's first sample."""
 
     words: tuple[dict[str, Any], ...]
+    line: bytes | None = _LINE_FIELD
 
 
 class ChunkLine(ChunkFrame):
     """A chunk frame kept as the NDJSON line it arrived in: relayed as those bytes, audio decoded on demand.
 
-    Built only by :class:`FrameDecoder` (``lazy_audio=True``) from a line whose
+    Built only by :class:`FrameDecoder` (``keep_lines=True``) from a line whose
     shape, ``seq``, ``samples`` and base64 alphabet and length were checked, so
     decoding :attr:`pcm` later cannot fail; a proxy that only passes chunks on
     never decodes them.
@@ -463,6 +471,8 @@ def encode_frame(frame: Frame) -> bytes:
         # Hot path: base64 output needs no JSON escaping, so build the line directly.
         audio = base64.b64encode(frame.pcm).decode("ascii")
         return (f'{{"type":"chunk","seq":{frame.seq},"samples":{frame.samples},"audio":"{audio}"}}\n').encode("ascii")
+    if frame.line is not None:
+        return frame.line  # relayed as it arrived (decoded with ``keep_line``)
     obj: dict[str, Any]
     if isinstance(frame, MetricsFrame):
         obj = {"type": "metrics", **frame.values}
@@ -484,12 +494,27 @@ def encode_frame(frame: Frame) -> bytes:
     return (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
 
 
-def decode_frame(line: bytes | str) -> Frame | None:
-    """Decode one NDJSON line. Unknown frame types give ``None``; malformed ones raise."""
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+_FRAME_JSON = json.JSONDecoder(parse_constant=_not_json)
+"""Strict JSON: ``NaN`` and ``Infinity`` (which Python's ``json`` accepts by default) are refused."""
+
+
+def decode_frame(line: bytes | str, *, keep_line: bool = False) -> Frame | None:
+    """Decode one NDJSON line (UTF-8, strict JSON). Unknown frame types give ``None``; malformed ones raise.
+
+    With ``keep_line`` (for a ``bytes`` line without its newline), a metrics,
+    words, eos or error frame keeps the checked line as :attr:`line` (newline
+    added), and :func:`encode_frame` gives those bytes back: a proxy relays it
+    without encoding it again.
+    """
     try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = _FRAME_JSON.decode(line if isinstance(line, str) else line.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
         raise ProtocolError(f"malformed NDJSON line: {exc}") from exc
+    kept = bytes(line) + b"\n" if keep_line and not isinstance(line, str) else None
     if not isinstance(obj, dict):
         raise ProtocolError("NDJSON line is not a JSON object")
     kind = obj.get("type")
@@ -508,19 +533,19 @@ def decode_frame(line: bytes | str) -> Frame | None:
             raise ProtocolError(f"chunk {seq} declares {declared} samples, carries {len(pcm) // 2}")
         return ChunkFrame(seq=seq, pcm=pcm)
     if kind == "metrics":
-        return MetricsFrame({k: v for k, v in obj.items() if k != "type"})
+        return MetricsFrame({k: v for k, v in obj.items() if k != "type"}, kept)
     if kind == "eos":
         samples_total, chunks_total = obj.get("samples_total"), obj.get("chunks_total")
         if not _is_int(samples_total) or not _is_int(chunks_total):
             raise ProtocolError("eos frame needs integer 'samples_total' and 'chunks_total'")
-        return EosFrame(samples_total=samples_total, chunks_total=chunks_total)
+        return EosFrame(samples_total=samples_total, chunks_total=chunks_total, line=kept)
     if kind == "words":
-        return WordsFrame(_words(obj.get("words")))
+        return WordsFrame(_words(obj.get("words")), kept)
     if kind == "error":
         code, message = obj.get("code"), obj.get("message", "")
         if not isinstance(code, str):
             raise ProtocolError("error frame needs a string 'code'")
-        return ErrorFrame(code=code, message=str(message), retryable=bool(obj.get("retryable")))
+        return ErrorFrame(code=code, message=str(message), retryable=bool(obj.get("retryable")), line=kept)
     return None
 
 
@@ -551,14 +576,16 @@ class FrameDecoder:
 
     Tolerates ``\\r\\n`` and blank lines and skips unknown frame types. A line
     longer than ``max_line_bytes`` or malformed JSON raises :class:`ProtocolError`.
-    With ``lazy_audio``, a chunk in the canonical shape becomes a
-    :class:`ChunkLine` (checked, not decoded: see :func:`chunk_line`).
+    With ``keep_lines`` (for a proxy), every frame keeps the line it came in, to
+    be relayed as those bytes: a chunk in the canonical shape becomes a
+    :class:`ChunkLine` (checked, its audio not decoded: see :func:`chunk_line`),
+    any other frame is decoded, checked and keeps its :attr:`line`.
     """
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, lazy_audio: bool = False) -> None:
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, *, keep_lines: bool = False) -> None:
         self._buffer = bytearray()
         self._max_line_bytes = max_line_bytes
-        self._lazy_audio = lazy_audio
+        self._keep_lines = keep_lines
 
     def feed(self, data: bytes) -> list[Frame]:
         frames: list[Frame] = []
@@ -590,9 +617,9 @@ class FrameDecoder:
         stripped = bytes(line).strip()
         if not stripped:
             return
-        frame: Frame | None = chunk_line(stripped) if self._lazy_audio else None
+        frame: Frame | None = chunk_line(stripped) if self._keep_lines else None
         if frame is None:
-            frame = decode_frame(stripped)
+            frame = decode_frame(stripped, keep_line=self._keep_lines)
         if frame is not None:
             out.append(frame)
 

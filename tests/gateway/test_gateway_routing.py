@@ -240,8 +240,9 @@ def _fake_worker(body: bytes) -> Starlette:
         b'{"type":"chunk","seq":0,"audio":"AAAAAA==","samples":2}\nthis is not json\n',
         b'{"type":"chunk","seq":0,"audio":"AAAAAA==","samples":2}\n{"type":"chunk","seq":5,"audio":"AAAAAA=="}\n',
         b'{"type":"chunk","seq":0,"audio":"AAAAAA==","samples":2}\n',
+        b'{"type":"chunk","seq":0,"audio":"AAAAAA==","samples":2}\n{"type":"metrics","rtf":NaN}\n',
     ],
-    ids=["garbage-line", "seq-gap", "no-eos"],
+    ids=["garbage-line", "seq-gap", "no-eos", "nan-is-not-json"],
 )
 async def test_malformed_worker_stream_becomes_worker_lost(body: bytes) -> None:
     with run_server(_fake_worker(body)) as fake, gateway([fake]) as gw:
@@ -250,6 +251,23 @@ async def test_malformed_worker_stream_becomes_worker_lost(body: bytes) -> None:
     assert result.pcm == b"\x00" * 4
     assert result.error is not None
     assert result.error.code == "worker_lost"
+
+
+async def test_the_workers_frames_are_relayed_as_the_lines_they_came_in() -> None:
+    lines = [
+        b'{"type": "metrics", "queue_ms": 0.5, "worker": "w-\xc3\xa9", "later_field": [1, 2]}\n',
+        b'{"type":"chunk","seq":0,"samples":2,"audio":"AAAAAA=="}\n',
+        b'{"type":"chunk", "seq":1, "samples":2, "audio":"AQABAA=="}\n',  # not the canonical shape: decoded
+        b'{"type":"metrics","rtf":0.25}\n',
+        b'{"chunks_total":2,"type":"eos","samples_total":4,"note":"kept"}\n',
+    ]
+    with run_server(_fake_worker(b"".join(lines))) as fake, gateway([fake]) as gw:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            response = await client.post(f"{gw}/v1/tts/stream", json={"text": "hi"})
+    assert response.status_code == 200
+    relayed = response.content.splitlines(keepends=True)
+    assert relayed[:2] + relayed[3:] == lines[:2] + lines[3:]  # byte for byte, checked but not encoded again
+    assert relayed[2] == b'{"type":"chunk","seq":1,"samples":2,"audio":"AQABAA=="}\n'
 
 
 async def test_malformed_stream_before_audio_fails_over() -> None:

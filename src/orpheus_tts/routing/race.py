@@ -250,7 +250,7 @@ class RoutedStream:
         self._attempt = attempt
         self._response = response
         # Chunks stay the lines they arrived in: a proxy relays them without touching the audio.
-        self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes, lazy_audio=True)
+        self._decoder = FrameDecoder(attempt.endpoint.settings.max_line_bytes, keep_lines=True)
         self._tracker = StreamTracker()
         self._pending: list[Frame] = []
         self._iterating = False
