@@ -99,14 +99,17 @@ def orpheus_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
 
 
 @contextlib.contextmanager
-def served(cmd: list[str], url: str, *, quiet: bool = False) -> Iterator[subprocess.Popen[bytes]]:
-    """``cmd`` started in its own session, ready once ``url`` answers; its whole group stopped at the end.
+def served(
+    cmd: list[str], url: str, *, quiet: bool = False, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` started in its own session (with ``env``, if given), ready once ``url`` answers; its whole
+    group stopped at the end.
 
     ``quiet`` also drops its standard error (standard output always is)."""
     from orpheus_tts.serving.local import wait_ready
 
     stderr = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     try:
         wait_ready(url, proc=proc)
         yield proc

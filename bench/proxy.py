@@ -22,7 +22,9 @@ client opened (``connections_opened``).
 ``gateway_httpx`` is the in-run baseline: the gateway with its streams to
 the worker over httpx and its route through FastAPI's middleware stack, as
 it was before its lean data plane (``--upstream-client httpx
---no-direct-routes``).
+--no-direct-routes``). With ``--against REV`` the gateway of git revision
+``REV`` (its ``src/``, with this checkout's dependencies) runs beside this
+tree's as ``gateway_before``: a change's before and after in one run.
 
 Three more paths are floors (``bench.relay_floor``), measured the same way: the
 cheapest relays Python makes, with no gateway logic. ``floor_aiohttp`` is
@@ -49,7 +51,8 @@ Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
-    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls] [--smoke]
+    python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls]
+                          [--against REV] [--smoke]
 """
 
 from __future__ import annotations
@@ -148,6 +151,8 @@ def _nginx(binary: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[b
         with served(cmd, url, quiet=True) as proc:
             yield url, proc
 
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FLOORS = ("aiohttp", "raw", "raw_checked")
 """The kinds of ``bench.relay_floor`` measured, as paths ``floor_KIND``."""
@@ -499,6 +504,31 @@ def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_al
     }
 
 
+def revision(rev: str) -> dict[str, str]:
+    """The commit ``rev`` names in this checkout: its full id and subject line."""
+    shown = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%H%n%s", rev], capture_output=True, text=True, check=True
+    )
+    commit, _, subject = shown.stdout.strip().partition("\n")
+    return {"revision": commit, "subject": subject}
+
+
+@contextlib.contextmanager
+def _gateway_at(commit: str, worker: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The gateway of ``commit``: its ``src/`` unpacked from git, imported ahead of this tree's."""
+    from orpheus_tts.serving.local import LOOPBACK
+
+    with tempfile.TemporaryDirectory(prefix="orpheus-before-") as tree:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        port = free_port()
+        url = f"http://{LOOPBACK}:{port}"
+        cmd = [sys.executable, "-m", "orpheus_tts.cli", "gateway", "--worker", worker]
+        env = {**os.environ, "PYTHONPATH": str(Path(tree) / "src")}
+        with served([*cmd, "--host", LOOPBACK, "--port", str(port)], url, env=env) as proc:
+            yield url, proc
+
+
 def _compare(row: dict[str, Any]) -> None:
     """Gateway against nginx: the ratios and whether each target is met."""
     if "nginx" not in row:
@@ -510,13 +540,14 @@ def _compare(row: dict[str, Any]) -> None:
     row["meets_cpu_target"] = row["cpu_ratio"] is not None and row["cpu_ratio"] <= TARGET_CPU_RATIO
     row["meets_throughput_target"] = row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
     row["meets_ttfb_target"] = row["ttfb_p50_extra_ms"] <= TARGET_TTFB_SLACK_MS
-    if "gateway_httpx" in row:
-        base = row["gateway_httpx"]
-        ng_cpu = ng["cpu_ms_per_stream"]
-        row["gateway_httpx_cpu_ratio"] = base["cpu_ms_per_stream"] / ng_cpu if ng_cpu else None
-        row["gateway_httpx_throughput_ratio"] = base["streams_per_s"] / ng["streams_per_s"]
-        row["gateway_httpx_ttfb_p50_extra_ms"] = base["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
-        row["gateway_cpu_over_gateway_httpx"] = gw["cpu_ms_per_stream"] / base["cpu_ms_per_stream"]
+    for baseline in ("gateway_httpx", "gateway_before"):
+        if baseline in row:
+            base = row[baseline]
+            ng_cpu = ng["cpu_ms_per_stream"]
+            row[f"{baseline}_cpu_ratio"] = base["cpu_ms_per_stream"] / ng_cpu if ng_cpu else None
+            row[f"{baseline}_throughput_ratio"] = base["streams_per_s"] / ng["streams_per_s"]
+            row[f"{baseline}_ttfb_p50_extra_ms"] = base["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
+            row[f"gateway_cpu_over_{baseline}"] = gw["cpu_ms_per_stream"] / base["cpu_ms_per_stream"]
     for kind in FLOORS:
         if (path := f"floor_{kind}") in row:
             floor = row[path]
@@ -536,13 +567,20 @@ def _syscall_line(syscalls: dict[str, Any] | str) -> str:
 
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
-    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), "gateway_httpx", "gateway"):
+    baselines = ("gateway_httpx", "gateway_before")
+    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), *baselines, "gateway"):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
             parts.append(
                 f"{name} p50 {r['ttfb_p50_ms']:.2f} p99 {r['ttfb_p99_ms']:.2f} ms {r['streams_per_s']:.0f}/s{cpu}"
             )
+    if row.get("cpu_ratio") is not None:
+        parts.append(f"gateway/nginx CPU {row['cpu_ratio']:.2f}x, throughput {row['throughput_ratio']:.2f}x")
+    if "gateway_cpu_over_gateway_before" in row:
+        before, now = row["gateway_before"], row["gateway"]
+        throughput = now["streams_per_s"] / before["streams_per_s"]
+        parts.append(f"gateway/before CPU {row['gateway_cpu_over_gateway_before']:.2f}x, throughput {throughput:.2f}x")
     return " | ".join(parts)
 
 
@@ -588,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-alive", action="store_true", help="read each body to its end, so the client reuses its connections"
     )
+    parser.add_argument(
+        "--against", metavar="REV", default=None, help="also run the gateway of git revision REV, as gateway_before"
+    )
     args = parser.parse_args(argv)
     if args.out:
         common.RESULTS_DIR = Path(args.out)
@@ -598,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = nginx_binary()
     if binary is None:
         print("nginx is not installed: the nginx path is skipped (apt-get install nginx-light to compare)")
+    against = revision(args.against) if args.against else None
     load_before = os.getloadavg()[0]
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
     with contextlib.ExitStack() as stack:
@@ -611,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
             paths[f"floor_{kind}"] = (url, floor_proc.pid)
         base_url, base_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker, *BASELINE_GATEWAY))
         paths["gateway_httpx"] = (base_url, base_proc.pid)
+        if against is not None:
+            before_url, before_proc = stack.enter_context(_gateway_at(against["revision"], worker))
+            paths["gateway_before"] = (before_url, before_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
         results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive))
@@ -626,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             "text": TEXT,
             "client": CLIENT_KEEP_ALIVE if args.keep_alive else CLIENT_NEW_CONNECTIONS,
             "paths": list(paths),
+            "gateway_before": against,
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,
             "gateway_profile": profile,

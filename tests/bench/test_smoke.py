@@ -14,10 +14,10 @@ from bench.proxy import nginx_binary
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(module: str, out: Path) -> str:
+def run_bench(module: str, out: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", module, "--smoke", "--out", str(out)],
+        [sys.executable, "-m", module, "--smoke", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -28,13 +28,25 @@ def run_bench(module: str, out: Path) -> str:
     return done.stdout
 
 
+def head() -> str | None:
+    """This checkout's commit, or ``None`` outside a git checkout (a source tarball)."""
+    shown = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return shown.stdout.strip() if shown.returncode == 0 else None
+
+
 def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
-    output = run_bench("bench.proxy", tmp_path)
+    commit = head()
+    output = run_bench("bench.proxy", tmp_path, *(["--against", "HEAD"] if commit else []))
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
     nginx = [] if nginx_binary() is None else ["nginx"]
-    expected = ["direct", *nginx, "floor_aiohttp", "floor_raw", "floor_raw_checked", "gateway_httpx", "gateway"]
+    before = ["gateway_before"] if commit else []
+    floors = ["floor_aiohttp", "floor_raw", "floor_raw_checked"]
+    expected = ["direct", *nginx, *floors, "gateway_httpx", *before, "gateway"]
     assert result["paths"] == expected
+    if commit:  # the committed gateway, run from its own unpacked tree beside this one
+        assert result["gateway_before"]["revision"] == commit
+        assert "gateway/before CPU" in output
     if nginx_binary() is None:
         assert "nginx is not installed" in output
         assert result["nginx"].startswith("skipped")
@@ -46,6 +58,9 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
             assert row[path]["connections_opened"] == row["requests_per_path"]  # dropped at eos: a new one each
         assert row["gateway"]["cpu_ms_per_stream"] > 0
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
+        if commit:
+            assert row["gateway_before"]["cpu_ms_per_stream"] > 0
+            assert row["gateway_cpu_over_gateway_before"] > 0
         for floor in ("floor_aiohttp", "floor_raw", "floor_raw_checked"):
             assert "cpu_ms_per_stream" in row[floor]  # so few streams may cost a floor less than a clock tick
     syscalls = result["syscalls"]
