@@ -71,7 +71,9 @@ async def test_an_attempt_waiting_on_an_endpoint_that_goes_down_fails_over() -> 
 
 
 async def test_an_endpoint_back_from_down_is_routed_to_again_at_once() -> None:
-    up = Upstreams({"a": ok(), "b": ok()})
+    # Each answer takes a moment, as any server's does, so the 20 requests are in flight together:
+    # an upstream that answered without ever letting the loop run would serve them one by one.
+    up = Upstreams({"a": ok(first_delay_s=0.01), "b": ok(first_delay_s=0.01)})
     router = Router([up.url("a"), up.url("b")], NO_HEDGE, transport=up.transport)
     a = router.endpoints[0]
     now = time.monotonic()

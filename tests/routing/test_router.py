@@ -27,6 +27,7 @@ from tests.eventually import eventually
 from tests.routing.fakes import (
     AUDIO,
     PIECES,
+    Behaviour,
     Upstreams,
     body_of,
     error_frame,
@@ -496,3 +497,62 @@ async def test_a_failure_sends_traffic_elsewhere_before_the_circuit_opens(
     flaky = router.snapshots()[0]
     assert flaky.breaker is BreakerState.CLOSED
     assert flaky.ttfb_ewma_ms >= NO_HEDGE.failure_penalty_ms * 0.9
+
+
+def in_task(behaviour: Behaviour, seen: list[asyncio.Task[Any] | None]) -> Behaviour:
+    """``behaviour``, noting the task each request is served in (a mock transport serves it in the caller's)."""
+
+    async def behave(request: httpx.Request) -> httpx.Response:
+        seen.append(asyncio.current_task())
+        return await behaviour(request)
+
+    return behave
+
+
+async def test_without_hedging_every_attempt_runs_in_the_callers_own_task() -> None:
+    """No task per attempt when there is no race to run: each would cost the stream a turn of the
+    event loop before its request goes out and another after its first audio. A failover too."""
+    seen: list[asyncio.Task[Any] | None] = []
+    fail, succeed = status(500, "internal"), ok()
+
+    async def first_fails(request: httpx.Request) -> httpx.Response:  # whichever endpoint is picked first
+        return await (fail if not seen[:-1] else succeed)(request)
+
+    up = Upstreams({"a": in_task(first_fails, seen), "b": in_task(first_fails, seen)})
+    router = Router([up.url("a"), up.url("b")], NO_HEDGE, transport=up.transport)
+    routed = await router.open({"text": "hi"})
+    frames = [frame async for frame in routed]
+    assert pcm_of(frames) == AUDIO
+    assert routed.attempts == 2
+    assert seen == [asyncio.current_task()] * 2
+    await router.aclose()
+
+
+async def test_with_hedging_the_attempts_race_in_tasks_of_their_own() -> None:
+    seen: list[asyncio.Task[Any] | None] = []
+    up = Upstreams({"a": in_task(ok(), seen)})
+    router = Router([up.url("a")], RoutingSettings(hedge_ttfb_ms=500), transport=up.transport)
+    assert pcm_of(await collect(router)) == AUDIO
+    assert len(seen) == 1
+    assert seen[0] is not asyncio.current_task()
+    await router.aclose()
+
+
+async def test_without_hedging_an_endpoint_tried_before_going_down_does_not_cut_the_failover() -> None:
+    seen: list[asyncio.Task[Any] | None] = []
+    fail, slow = status(500, "internal"), ok(first_delay_s=0.3)
+
+    async def first_fails(request: httpx.Request) -> httpx.Response:
+        return await (fail if not seen[:-1] else slow)(request)
+
+    up = Upstreams({"a": in_task(first_fails, seen), "b": in_task(first_fails, seen)})
+    router = Router([up.url("a"), up.url("b")], NO_HEDGE, transport=up.transport)
+    opening = asyncio.ensure_future(router.open({"text": "hi"}))
+    assert await eventually(lambda: len(seen) == 2)  # the failover is waiting for its answer
+    first_host = up.requests[0].url.host
+    first = next(e for e in router.endpoints if e.url == up.url(first_host))
+    first.mark_down()  # the endpoint that failed first: nothing to do with the attempt running now
+    routed = await opening
+    assert pcm_of([frame async for frame in routed]) == AUDIO
+    assert routed.attempts == 2
+    await router.aclose()

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from orpheus_tts.aio import Stopped, run_before
 from orpheus_tts.protocol import NDJSON_MEDIA_TYPE, Frame
 from orpheus_tts.routing.breaker import BreakerState
 from orpheus_tts.routing.budget import Budget
@@ -321,19 +322,26 @@ class _Race:
         self.hedge: Attempt | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done when probes mark down the endpoint of an attempt still waiting for its first audio."""
+        self.in_line: Attempt | None = None
+        """The attempt running in the caller's task (hedging off: :meth:`_run_in_line`)."""
         self._unsubscribe: list[Callable[[], None]] = []
 
     def launch(self, attempt: Attempt) -> None:
+        self._track(attempt)
+        task = asyncio.ensure_future(open_attempt(attempt, self.content, self.headers, self.timeout))
+        self.tasks[task] = attempt
+
+    def _track(self, attempt: Attempt) -> None:
         if attempt.endpoint not in self.tried:
             self._unsubscribe.append(attempt.endpoint.on_down(self._on_down))
         self.tried.add(attempt.endpoint)
         if not attempt.hedge:
             self.primaries += 1
             self.primary_started = attempt.started
-        task = asyncio.ensure_future(open_attempt(attempt, self.content, self.headers, self.timeout))
-        self.tasks[task] = attempt
 
     async def run(self) -> RoutedStream:
+        if not self.hedge_due:
+            return await self._run_in_line()
         self.launch(self.router._pick_first())
         winner: RoutedStream | None = None
         try:
@@ -366,7 +374,55 @@ class _Race:
             self._unsubscribe.clear()  # each refers back to this race: no cycle left for the collector
             await self._cancel_others(winner)
 
-    def _on_down(self, _: Endpoint) -> None:
+    async def _run_in_line(self) -> RoutedStream:
+        """Hedging off: one attempt at a time, in the caller's own task.
+
+        The same failovers as the race, and an attempt whose endpoint probes
+        mark down is given up the same way (its failure counted, then the wait
+        cut). But no task per attempt and no wait over a set of them: each
+        costs the stream a turn of the event loop, before its request goes out
+        and again after its first audio.
+        """
+        attempt = self.router._pick_first()
+        try:
+            while True:
+                self._track(attempt)
+                self.in_line = attempt
+                try:
+                    stream = await run_before(
+                        open_attempt(attempt, self.content, self.headers, self.timeout), math.inf, self.lost
+                    )
+                except Stopped:  # probes marked its endpoint down (``_on_down`` counted the failure)
+                    url = attempt.endpoint.url
+                    self.failed.add(attempt.endpoint)
+                    self.errors.append(
+                        UpstreamConnectError(url, f"{url} stopped answering its health probes before any audio")
+                    )
+                    self.lost = asyncio.get_running_loop().create_future()
+                except UpstreamError as error:
+                    self.failed.add(attempt.endpoint)
+                    self.errors.append(error)
+                    if isinstance(error, UpstreamStatusError) and error.status < 500:
+                        raise  # the request's own fault: no other endpoint would take it
+                else:
+                    stream.attempts = self.primaries
+                    return stream
+                attempt = self._next_primary()
+        finally:
+            self.in_line = None
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
+            self._unsubscribe.clear()
+
+    def _on_down(self, endpoint: Endpoint) -> None:
+        attempt = self.in_line
+        if attempt is not None:
+            # In line, only the attempt running now can be given up. Its failure is counted before
+            # the cut reaches it, which would otherwise count it abandoned (no verdict). Should its
+            # first audio come in the same turn of the loop, before the cut, it still goes on.
+            if endpoint is not attempt.endpoint or attempt.done:
+                return
+            attempt.finish("failure")
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -410,6 +466,10 @@ class _Race:
 
     def _fail_over(self) -> None:
         """Every attempt failed: launch one more on an untried endpoint, or raise the best error."""
+        self.launch(self._next_primary())
+
+    def _next_primary(self) -> Attempt:
+        """The failover after every attempt failed, on an untried endpoint; raises the best error if none."""
         router = self.router
         if not self.errors:  # cannot happen: a finished attempt either won or left an error
             raise RuntimeError("routing race ended without a result")
@@ -431,7 +491,7 @@ class _Race:
             raise last
         router._counts["failovers"] += 1
         router._emit("failover", "sent", endpoint.url)
-        self.launch(router._attempt(endpoint, now, hedge=False))
+        return router._attempt(endpoint, now, hedge=False)
 
     def _settle(self, done: set[asyncio.Task[RoutedStream]]) -> RoutedStream | None:
         """The winner among finished attempts, if any; a 4xx (the request's own fault) raises at once."""
