@@ -50,6 +50,8 @@ from typing import Any, ClassVar, cast
 
 import httptools
 from starlette.types import ASGIApp
+from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from orpheus_tts.protocol import ErrorCode, error_body
@@ -118,6 +120,15 @@ def guarded_protocol(
     )
 
 
+def _address(info: Any) -> tuple[str, int | None] | None:
+    """A socket address as uvicorn's scope holds it: ``(host, port)``, ``(path, None)`` for a Unix socket."""
+    if isinstance(info, (list, tuple)) and len(info) >= 2:  # IPv6 adds flow info and scope id
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str) and info:
+        return (info, None)
+    return None
+
+
 def _raw_response(code: ErrorCode, message: str, extra: bytes = b"") -> bytes:
     body = json.dumps(error_body(code, message)).encode("utf-8")
     return b"".join(
@@ -157,7 +168,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn's own, but both addresses come from the transport's record of them (uvloop and
+        # asyncio keep them from the accept): uvicorn asks a socket object for each, which costs
+        # a connection five system calls and two short-lived socket objects.
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = _address(transport.get_extra_info("sockname"))
+        client = _address(transport.get_extra_info("peername"))
+        self.client = (client[0], client[1]) if client is not None and client[1] is not None else None
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
         if len(self.connections) > self.max_connections and not self._evict_oldest():
             self._refuse_overflow()
             return
