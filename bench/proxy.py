@@ -513,6 +513,18 @@ def revision(rev: str) -> dict[str, str]:
     return {"revision": commit, "subject": subject}
 
 
+def this_tree() -> dict[str, Any] | str:
+    """What ``gateway`` runs: this checkout's commit, and whether its ``src/`` has changes not committed."""
+    try:
+        head = revision("HEAD")
+        status = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return {**head, "src_changed_since": bool(status.stdout.strip())}
+
+
 @contextlib.contextmanager
 def _gateway_at(commit: str, worker: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The gateway of ``commit``: its ``src/`` unpacked from git, imported ahead of this tree's."""
@@ -671,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             "text": TEXT,
             "client": CLIENT_KEEP_ALIVE if args.keep_alive else CLIENT_NEW_CONNECTIONS,
             "paths": list(paths),
+            "gateway_tree": this_tree(),
             "gateway_before": against,
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,

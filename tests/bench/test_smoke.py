@@ -46,6 +46,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     assert result["paths"] == expected
     if commit:  # the committed gateway, run from its own unpacked tree beside this one
         assert result["gateway_before"]["revision"] == commit
+        assert result["gateway_tree"]["revision"] == commit
         assert "gateway/before CPU" in output
     if nginx_binary() is None:
         assert "nginx is not installed" in output
