@@ -87,14 +87,15 @@ def save_figure(fig: Any, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def orpheus_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``orpheus-tts ARGS`` on a free loopback port, in its own session; yields (base URL, process)."""
+def orpheus_process(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``orpheus-tts ARGS`` on a free loopback port, in its own session (with ``env``, if given);
+    yields (base URL, process)."""
     from orpheus_tts.serving.local import LOOPBACK, free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "orpheus_tts.cli", *args, "--host", LOOPBACK, "--port", str(port)]
     url = f"http://{LOOPBACK}:{port}"
-    with served(cmd, url) as proc:
+    with served(cmd, url, env=env) as proc:
         yield url, proc
 
 

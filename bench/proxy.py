@@ -528,16 +528,11 @@ def this_tree() -> dict[str, Any] | str:
 @contextlib.contextmanager
 def _gateway_at(commit: str, worker: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The gateway of ``commit``: its ``src/`` unpacked from git, imported ahead of this tree's."""
-    from orpheus_tts.serving.local import LOOPBACK
-
     with tempfile.TemporaryDirectory(prefix="orpheus-before-") as tree:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
-        port = free_port()
-        url = f"http://{LOOPBACK}:{port}"
-        cmd = [sys.executable, "-m", "orpheus_tts.cli", "gateway", "--worker", worker]
         env = {**os.environ, "PYTHONPATH": str(Path(tree) / "src")}
-        with served([*cmd, "--host", LOOPBACK, "--port", str(port)], url, env=env) as proc:
+        with orpheus_process("gateway", "--worker", worker, env=env) as (url, proc):
             yield url, proc
 
 

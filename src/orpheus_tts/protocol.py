@@ -337,8 +337,10 @@ class ChunkFrame:
         return len(self.pcm) // SAMPLE_WIDTH_BYTES
 
 
-_LINE_FIELD: Any = field(default=None, compare=False, repr=False)
-"""``line``: the NDJSON line a decoded frame came in (:func:`decode_frame` with ``keep_line``), relayed as is."""
+def _line_field() -> Any:
+    """``line``: the NDJSON line a decoded frame came in (:func:`decode_frame` with ``keep_line``), relayed
+    as is. A new field for each class: ``dataclass`` writes its name and kind on the field object itself."""
+    return field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -346,7 +348,7 @@ class MetricsFrame:
     """Timing and load facts (``queue_ms``, ``ttfb_ms``, ``rtf``, ``queue_depth``…)."""
 
     values: dict[str, Any]
-    line: bytes | None = _LINE_FIELD
+    line: bytes | None = _line_field()
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,7 @@ class EosFrame:
 
     samples_total: int
     chunks_total: int
-    line: bytes | None = _LINE_FIELD
+    line: bytes | None = _line_field()
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,7 @@ class ErrorFrame:
     code: str
     message: str
     retryable: bool = False
-    line: bytes | None = _LINE_FIELD
+    line: bytes | None = _line_field()
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ class WordsFrame:
     """Word timings: each ``{"word", "start_s", "end_s"}``, seconds from the stream's first sample."""
 
     words: tuple[dict[str, Any], ...]
-    line: bytes | None = _LINE_FIELD
+    line: bytes | None = _line_field()
 
 
 class ChunkLine(ChunkFrame):

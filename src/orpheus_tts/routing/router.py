@@ -369,9 +369,7 @@ class _Race:
                 self.router._emit("hedge", "lost", self.hedge.endpoint.url)
             raise
         finally:
-            for unsubscribe in self._unsubscribe:
-                unsubscribe()
-            self._unsubscribe.clear()  # each refers back to this race: no cycle left for the collector
+            self._stop_listening()
             await self._cancel_others(winner)
 
     async def _run_in_line(self) -> RoutedStream:
@@ -393,15 +391,10 @@ class _Race:
                         open_attempt(attempt, self.content, self.headers, self.timeout), math.inf, self.lost
                     )
                 except Stopped:  # probes marked its endpoint down (``_on_down`` counted the failure)
-                    url = attempt.endpoint.url
-                    self.failed.add(attempt.endpoint)
-                    self.errors.append(
-                        UpstreamConnectError(url, f"{url} stopped answering its health probes before any audio")
-                    )
+                    self._failed(attempt.endpoint, _probes_lost(attempt.endpoint))
                     self.lost = asyncio.get_running_loop().create_future()
                 except UpstreamError as error:
-                    self.failed.add(attempt.endpoint)
-                    self.errors.append(error)
+                    self._failed(attempt.endpoint, error)
                     if isinstance(error, UpstreamStatusError) and error.status < 500:
                         raise  # the request's own fault: no other endpoint would take it
                 else:
@@ -410,9 +403,18 @@ class _Race:
                 attempt = self._next_primary()
         finally:
             self.in_line = None
-            for unsubscribe in self._unsubscribe:
-                unsubscribe()
-            self._unsubscribe.clear()
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        """Unsubscribe from the endpoints' down events; each subscription refers back to this race,
+        so none is kept (no cycle left for the collector)."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+
+    def _failed(self, endpoint: Endpoint, error: UpstreamError) -> None:
+        self.failed.add(endpoint)
+        self.errors.append(error)
 
     def _on_down(self, endpoint: Endpoint) -> None:
         attempt = self.in_line
@@ -437,9 +439,7 @@ class _Race:
         if lost:
             await asyncio.wait([task for task, _ in lost])
         for _, attempt in lost:
-            url = attempt.endpoint.url
-            self.failed.add(attempt.endpoint)
-            self.errors.append(UpstreamConnectError(url, f"{url} stopped answering its health probes before any audio"))
+            self._failed(attempt.endpoint, _probes_lost(attempt.endpoint))
 
     def _hedge_wait(self) -> float | None:
         delay = self.router.settings.hedge_delay_s
@@ -502,8 +502,7 @@ class _Race:
             if error is None:
                 winner = winner or task.result()
             elif isinstance(error, UpstreamError):
-                self.failed.add(self.tasks[task].endpoint)
-                self.errors.append(error)
+                self._failed(self.tasks[task].endpoint, error)
                 if isinstance(error, UpstreamStatusError) and error.status < 500:
                     rejected = rejected or error
             else:
@@ -564,6 +563,11 @@ class _Race:
                 if stream is not winner:
                     attempt.abandon()
                     await stream.close_transport()
+
+
+def _probes_lost(endpoint: Endpoint) -> UpstreamConnectError:
+    """The error of an attempt given up because probes marked its endpoint down before any audio."""
+    return UpstreamConnectError(endpoint.url, f"{endpoint.url} stopped answering its health probes before any audio")
 
 
 async def _measure_loser(task: asyncio.Task[RoutedStream], attempt: Attempt) -> None:
