@@ -12,6 +12,14 @@ streams per second and, for every proxy, CPU milliseconds per stream
 scheduler's nanosecond counts). Every stream is checked: seq without gaps
 and an ``eos`` whose totals match.
 
+Throughput depends on the whole machine, not only on the proxy: the client,
+the worker and the proxy share its cores. So each path's row also says where
+the machine's time went per stream: the worker's CPU, the client's (this
+process), and the cores' idle time (from ``/proc/stat``, in clock ticks of
+10 ms: coarse for a smoke run's few streams), over the same batches; and how
+busy the worker was (its CPU seconds per second of wall time: near 1.0, one
+core, it is the bottleneck).
+
 The client (httpx) drops each stream at its ``eos``, before the end of the
 chunked body, so every stream is a new connection on every path. With
 ``--keep-alive`` the client (aiohttp's) reads each body to its end instead
@@ -319,10 +327,34 @@ async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> 
     return {"ttfb_s": list(ttfbs), "wall_s": wall_s, "connections": client.connections - opened}
 
 
+def _idle_seconds() -> float:
+    """Idle time of all the machine's cores so far (waiting on I/O counted as idle)."""
+    times = psutil.cpu_times()
+    return float(times.idle + getattr(times, "iowait", 0.0))
+
+
+class _Shares:
+    """CPU seconds of the worker and of the client (this process), and the cores' idle seconds."""
+
+    def __init__(self, worker_pid: int) -> None:
+        self._worker_pid = worker_pid
+        self._client_pid = os.getpid()
+
+    def now(self) -> tuple[float, float, float]:
+        return cpu_seconds(self._worker_pid), cpu_seconds(self._client_pid), _idle_seconds()
+
+
 async def _measure(
-    paths: dict[str, tuple[str, int | None]], levels: list[int], requests: int, rounds: int, *, keep_alive: bool
+    paths: dict[str, tuple[str, int | None]],
+    levels: list[int],
+    requests: int,
+    rounds: int,
+    *,
+    keep_alive: bool,
+    worker_pid: int,
 ) -> Any:
     results: dict[str, Any] = {}
+    shares = _Shares(worker_pid)
     async with contextlib.AsyncExitStack() as stack:
         # A pool per path: kept-alive connections to one path do not take the room of another's.
         clients: dict[str, _Client] = {}
@@ -332,17 +364,22 @@ async def _measure(
         for level in levels:
             n = max(requests, level * 4)
             per: dict[str, dict[str, Any]] = {
-                name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0, "connections": 0} for name in paths
+                name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0, "connections": 0, "shares": [0.0, 0.0, 0.0]}
+                for name in paths
             }
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
                     cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
+                    shares0 = shares.now()
                     batch = await _batch(clients[name], url, n, level)
+                    shares1 = shares.now()
                     per[name]["ttfb_s"] += batch["ttfb_s"]
                     per[name]["wall_s"] += batch["wall_s"]
                     per[name]["connections"] += batch["connections"]
                     if pid is not None:
                         per[name]["cpu_s"] += _cpu_seconds(pid) - cpu0
+                    for i, (after, before) in enumerate(zip(shares1, shares0, strict=True)):
+                        per[name]["shares"][i] += after - before
             row: dict[str, Any] = {"requests_per_path": n * rounds}
             for name, data in per.items():
                 ttfb_ms = [t * 1000 for t in data["ttfb_s"]]
@@ -355,6 +392,11 @@ async def _measure(
                 }
                 if paths[name][1] is not None:
                     row[name]["cpu_ms_per_stream"] = data["cpu_s"] * 1000 / (n * rounds)
+                worker_s, client_s, idle_s = data["shares"]
+                row[name]["worker_cpu_ms_per_stream"] = worker_s * 1000 / (n * rounds)
+                row[name]["client_cpu_ms_per_stream"] = client_s * 1000 / (n * rounds)
+                row[name]["idle_cpu_ms_per_stream"] = idle_s * 1000 / (n * rounds)
+                row[name]["worker_busy"] = worker_s / data["wall_s"]
             _compare(row)
             results[str(level)] = row
             print(_line(level, row), flush=True)
@@ -581,6 +623,7 @@ def _line(level: int, row: dict[str, Any]) -> str:
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
             parts.append(
                 f"{name} p50 {r['ttfb_p50_ms']:.2f} p99 {r['ttfb_p99_ms']:.2f} ms {r['streams_per_s']:.0f}/s{cpu}"
+                f", worker busy {r['worker_busy']:.2f}"
             )
     if row.get("cpu_ratio") is not None:
         parts.append(f"gateway/nginx CPU {row['cpu_ratio']:.2f}x, throughput {row['throughput_ratio']:.2f}x")
@@ -594,7 +637,7 @@ def _line(level: int, row: dict[str, Any]) -> str:
 def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
     plt = pyplot()
     levels = list(results)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     x = list(range(len(levels)))
     width = 0.8 / len(names)
     for i, path in enumerate(names):
@@ -605,6 +648,21 @@ def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
         axes[1].bar(xs, [results[lv][path]["streams_per_s"] for lv in levels], width, label=path, color=color)
         if "cpu_ms_per_stream" in results[levels[0]][path]:
             axes[2].bar(xs, [results[lv][path]["cpu_ms_per_stream"] for lv in levels], width, label=path, color=color)
+    top = levels[-1]  # where the machine's time went, per stream, at the highest concurrency
+    bottom = [0.0] * len(names)
+    for part, key in (
+        ("client", "client_cpu_ms_per_stream"),
+        ("worker", "worker_cpu_ms_per_stream"),
+        ("proxy", "cpu_ms_per_stream"),
+        ("idle", "idle_cpu_ms_per_stream"),
+    ):
+        heights = [results[top][path].get(key, 0.0) for path in names]
+        axes[3].bar(range(len(names)), heights, 0.6, bottom=bottom, label=part)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    axes[3].set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    axes[3].set_title(f"Machine time per stream at c={top}")
+    axes[3].set_ylabel("core ms")
+    axes[3].legend()
     for ax, title, unit in (
         (axes[0], "Time to first audio (bar p50, tick p99)", "ms"),
         (axes[1], "Throughput", "streams / s"),
@@ -650,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
     with contextlib.ExitStack() as stack:
-        worker, _ = stack.enter_context(orpheus_process(*worker_args))
+        worker, worker_proc = stack.enter_context(orpheus_process(*worker_args))
         paths: dict[str, tuple[str, int | None]] = {"direct": (worker, None)}
         if binary is not None:
             url, proc = stack.enter_context(_nginx(binary, worker))
@@ -665,7 +723,10 @@ def main(argv: list[str] | None = None) -> int:
             paths["gateway_before"] = (before_url, before_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
-        results = asyncio.run(_measure(paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive))
+        measured = _measure(
+            paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, worker_pid=worker_proc.pid
+        )
+        results = asyncio.run(measured)
         profile = _profile(url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:

@@ -57,6 +57,11 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         for path in expected:
             assert row[path]["verified"] == row["requests_per_path"]  # every stream checked whole
             assert row[path]["connections_opened"] == row["requests_per_path"]  # dropped at eos: a new one each
+            # Where the machine's time went, per path: the worker served every stream, the client sent it.
+            assert row[path]["worker_cpu_ms_per_stream"] > 0
+            assert row[path]["client_cpu_ms_per_stream"] > 0
+            assert row[path]["idle_cpu_ms_per_stream"] >= 0
+            assert row[path]["worker_busy"] > 0
         assert row["gateway"]["cpu_ms_per_stream"] > 0
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
         if commit:
