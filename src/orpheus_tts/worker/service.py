@@ -54,9 +54,16 @@ from orpheus_tts.worker.deadline import DeadlineScheduler, RtfWindow, StreamCloc
 from orpheus_tts.worker.scheduler import Admission, FifoScheduler, Scheduler
 from orpheus_tts.worker.timed import timed_pieces
 
-__all__ = ["SynthesisService", "create_scheduler"]
+__all__ = ["COALESCE_BYTES", "SynthesisService", "create_scheduler"]
 
 logger = logging.getLogger(__name__)
+
+COALESCE_BYTES = 64 * 1024
+"""The frames of one engine piece (its words and chunks, and the stream's opening metrics with the
+first) go out as one piece of the body, hence one write, up to about this many bytes: every write to
+a peer costs a system call, and a proxy or client a read and a wake-up. A piece's frames exist
+together, so waiting for the rest of them costs no audio latency; the cap bounds the first chunk's
+wait for the encoding of a long piece's others."""
 
 
 @dataclass
@@ -78,6 +85,27 @@ class _Stream:
     timing: _Timing
     chars: int
     """Characters of the request's text."""
+
+
+class _Pending:
+    """Encoded frames waiting to go out together, and their size in bytes."""
+
+    __slots__ = ("lines", "size")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.size = 0
+
+    def add(self, line: bytes) -> None:
+        self.lines.append(line)
+        self.size += len(line)
+
+    def take(self) -> bytes:
+        """The lines, joined; none are left."""
+        data = b"".join(self.lines)
+        self.lines.clear()
+        self.size = 0
+        return data
 
 
 def create_scheduler(config: WorkerConfig, capacity: int) -> Scheduler:
@@ -219,48 +247,57 @@ class SynthesisService:
         outcome = "cancelled"
         max_bytes = self.config.max_chunk_samples * SAMPLE_WIDTH_BYTES
         timing = stream.timing
+        # Lines not yet sent: a piece's frames go out together (see COALESCE_BYTES), the last
+        # piece's with ``eos``.
+        pending = _Pending()
         try:
-            yield encode_frame(
-                MetricsFrame(
-                    {
-                        "queue_ms": round((timing.admitted - timing.arrived) * 1000, 2),
-                        **hints,
-                        "worker": self.config.worker_id,
-                        "engine": self.engine.name,
-                    }
+            pending.add(
+                encode_frame(
+                    MetricsFrame(
+                        {
+                            "queue_ms": round((timing.admitted - timing.arrived) * 1000, 2),
+                            **hints,
+                            "worker": self.config.worker_id,
+                            "engine": self.engine.name,
+                        }
+                    )
                 )
             )
             piece = first
-            tail = b""
-            """The last piece's last chunk, held to go out in one write with ``eos``."""
             try:
                 while piece is not None:
                     if piece.words:
-                        yield encode_frame(WordsFrame(tuple(w.to_json() for w in piece.words)))
+                        pending.add(encode_frame(WordsFrame(tuple(w.to_json() for w in piece.words))))
                     for start in range(0, len(piece.pcm), max_bytes):
                         frame = ChunkFrame(seq=seq, pcm=piece.pcm[start : start + max_bytes])
                         seq += 1
                         samples_total += frame.samples
-                        if piece.last and start + max_bytes >= len(piece.pcm):
-                            tail = encode_frame(frame)
-                        else:
-                            yield encode_frame(frame)
-                    # An engine that marks its last piece is not asked for another: asking takes a
-                    # slot, and a crash while waiting for it would cut a stream that has all its audio.
-                    piece = None if piece.last else await self._next_piece(stream)
+                        pending.add(encode_frame(frame))
+                        if pending.size >= COALESCE_BYTES and start + max_bytes < len(piece.pcm):
+                            yield pending.take()
+                    if piece.last:
+                        # An engine that marks its last piece is not asked for another: asking takes a
+                        # slot, and a crash while waiting for it would cut a stream that has all its audio.
+                        break
+                    if pending.size:
+                        yield pending.take()
+                    piece = await self._next_piece(stream)
             except DeadlinePassed:
                 outcome = ErrorCode.DEADLINE_EXCEEDED.value
-                yield FinalPiece(encode_frame(ErrorFrame(outcome, "the deadline passed during synthesis", False)))
+                error = ErrorFrame(outcome, "the deadline passed during synthesis", False)
+                yield FinalPiece(pending.take() + encode_frame(error))
                 return
             except EngineInputError as exc:  # the request's fault: not counted against this worker
                 outcome = ErrorCode.INVALID_REQUEST.value
-                yield FinalPiece(encode_frame(ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False)))
+                error = ErrorFrame(outcome, f"the text cannot be synthesized: {exc}", False)
+                yield FinalPiece(pending.take() + encode_frame(error))
                 return
             except Exception as exc:
                 logger.exception("engine failed mid-stream")
                 outcome = ErrorCode.ENGINE_ERROR.value
                 retryable = bool(getattr(exc, "retryable", False))
-                yield FinalPiece(encode_frame(ErrorFrame(outcome, f"synthesis failed: {exc}", retryable)))
+                error = ErrorFrame(outcome, f"synthesis failed: {exc}", retryable)
+                yield FinalPiece(pending.take() + encode_frame(error))
                 return
             audio_s = samples_total / SAMPLE_RATE_HZ
             rtf = timing.compute_s / audio_s if audio_s else 0.0
@@ -280,7 +317,8 @@ class SynthesisService:
             # realtime path does) must not turn a finished stream into a cancelled one.
             outcome = "ok"
             self.compute_per_char.add(timing.compute_s, stream.chars)
-            yield FinalPiece(tail + metrics + encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq)))
+            eos = encode_frame(EosFrame(samples_total=samples_total, chunks_total=seq))
+            yield FinalPiece(pending.take() + metrics + eos)
         finally:
             await self._finish(stream, outcome)
 
