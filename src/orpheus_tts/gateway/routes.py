@@ -33,13 +33,12 @@ from orpheus_tts.protocol import (
     parse_request,
 )
 from orpheus_tts.serving.prestream import read_parsed, refuse
-from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, inline_refs, json_body_route, request_id_of
+from orpheus_tts.serving.routes import TTS_STREAM_PATH, TTS_STREAM_ROUTE, inline_refs, json_body_route, request_id_of
 from orpheus_tts.serving.streaming import PreparedStream, PreparedStreamResponse
 
 __all__ = ["OPENAI_SPEECH_PATH", "SPEECH_SCHEMA", "TTS_STREAM_PATH", "add_gateway_routes", "tts_stream"]
 
 OPENAI_SPEECH_PATH = "/v1/audio/speech"
-TTS_STREAM_PATH = "/v1/tts/stream"
 
 SPEECH_SCHEMA: dict[str, Any] = inline_refs(SpeechRequest.model_json_schema())
 """The OpenAI speech request's JSON schema, for the API docs."""

@@ -14,12 +14,16 @@ from orpheus_tts.protocol import HEADER_REQUEST_ID, NDJSON_MEDIA_TYPE
 __all__ = [
     "MAX_REQUEST_ID_CHARS",
     "TTS_REQUEST_SCHEMA",
+    "TTS_STREAM_PATH",
     "TTS_STREAM_ROUTE",
     "inline_refs",
     "json_body_route",
     "new_request_id",
     "request_id_of",
 ]
+
+TTS_STREAM_PATH = "/v1/tts/stream"
+"""The v1 streaming route, on workers and gateways alike."""
 
 MAX_REQUEST_ID_CHARS = 128
 """A longer (or unprintable) ``X-Request-Id`` is replaced by a generated one."""

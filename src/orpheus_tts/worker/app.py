@@ -31,10 +31,11 @@ from orpheus_tts.protocol import (
 )
 from orpheus_tts.realtime.websocket import mount_realtime
 from orpheus_tts.serving.app import create_server_app
+from orpheus_tts.serving.direct import direct_route
 from orpheus_tts.serving.errors import error_response
 from orpheus_tts.serving.metrics import EngineCounters, ServiceMetrics
 from orpheus_tts.serving.prestream import read_parsed, refuse
-from orpheus_tts.serving.routes import TTS_STREAM_ROUTE, request_id_of
+from orpheus_tts.serving.routes import TTS_STREAM_PATH, TTS_STREAM_ROUTE, request_id_of
 from orpheus_tts.serving.shutdown import GraceCut, cut_short
 from orpheus_tts.serving.streaming import FinalPiece, PreparedStream, PreparedStreamResponse
 from orpheus_tts.worker.config import WorkerConfig
@@ -98,7 +99,7 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
         service.validate(tts_request)
         return tts_request
 
-    @app.post("/v1/tts/stream", **TTS_STREAM_ROUTE)
+    @app.post(TTS_STREAM_PATH, **TTS_STREAM_ROUTE)
     async def tts_stream(request: Request) -> Response:
         """Synthesize speech; the body streams NDJSON frames (protocol v1)."""
         request_id = request_id_of(request)
@@ -114,6 +115,9 @@ def create_app(engine: Engine, config: WorkerConfig | None = None) -> FastAPI:
             return await _until_cut(service.prepare(tts_request), grace)
 
         return PreparedStreamResponse(prepare, headers=id_header)
+
+    # Its hottest route, past FastAPI's middleware stack under our own server (``serving/direct.py``).
+    app.state.direct_routes[TTS_STREAM_PATH.encode("ascii")] = direct_route(app, tts_stream)
 
     ready = lambda: bool(app.state.ready)  # noqa: E731
     mount_realtime(app, worker_backend(service, config.realtime, ready, config.http.allow_origins))
