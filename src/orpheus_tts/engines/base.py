@@ -45,6 +45,7 @@ __all__ = [
     "Voice",
     "VoiceCatalog",
     "WordTiming",
+    "close_iterator",
     "pieces_of",
     "supports_timestamps",
     "validate_params",
@@ -315,8 +316,26 @@ def pieces_of(
 
 
 async def _unmarked(audio: AsyncIterator[bytes]) -> AsyncIterator[TimedPiece]:
-    async for pcm in audio:
-        yield TimedPiece(pcm)
+    try:
+        async for pcm in audio:
+            yield TimedPiece(pcm)
+    finally:
+        await close_iterator(audio)
+
+
+async def close_iterator(iterator: object) -> None:
+    """Close ``iterator`` now if it can be closed (an async generator can).
+
+    An async generator whose consumer stops early (a worker stops at the piece
+    marked ``last``), or whose consumer is itself closed at a ``yield``, is
+    otherwise left suspended and closed later by the event loop's finalizer
+    hook: in a task of its own, with a wake-up of the loop from its "other
+    thread" channel, per generator, its ``finally`` blocks deferred until then.
+    So each generator that relays another's items closes it in a ``finally``.
+    """
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def supports_timestamps(engine: object) -> bool:

@@ -53,6 +53,7 @@ from orpheus_tts.engines.base import (
     Voice,
     VoiceCatalog,
     WordTiming,
+    close_iterator,
     pieces_of,
     validate_params,
 )
@@ -264,16 +265,24 @@ class PiperEngine:
         (at most :data:`MAX_CLAUSE_SILENCE_S` after a clause that ends no sentence).
         ``params`` may be partial: missing keys take their defaults.
         """
-        async for piece in self._pieces(text, voice, params, timed=False):
-            yield piece.pcm
+        pieces = self._pieces(text, voice, params, timed=False)
+        try:
+            async for piece in pieces:
+                yield piece.pcm
+        finally:
+            await close_iterator(pieces)
 
     async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`synthesize`, each piece with the words it says.
 
         Times are seconds from the stream's first sample, exact to the 24 kHz sample.
         """
-        async for piece in self._pieces(text, voice, params, timed=True):
-            yield piece
+        pieces = self._pieces(text, voice, params, timed=True)
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await close_iterator(pieces)
 
     async def synthesize_pieces(
         self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
@@ -283,8 +292,12 @@ class PiperEngine:
         A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
         """
         marked = self._pieces(text, voice, params, timed=timed)
-        async for piece in marked if timed else pieces_of(self, PiperEngine, text, voice, params, marked):
-            yield piece
+        pieces = marked if timed else pieces_of(self, PiperEngine, text, voice, params, marked)
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await close_iterator(pieces)
 
     async def _pieces(self, text: str, voice: str, params: dict[str, Any], *, timed: bool) -> AsyncIterator[TimedPiece]:
         self.catalog.resolve(voice)

@@ -36,6 +36,7 @@ from orpheus_tts.engines.base import (
     Voice,
     VoiceCatalog,
     WordTiming,
+    close_iterator,
     pieces_of,
 )
 from orpheus_tts.engines.text import split_segments
@@ -146,8 +147,12 @@ class ToneEngine:
         return None
 
     async def synthesize(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
-        async for piece in self.synthesize_timed(text, voice, params):
-            yield piece.pcm
+        timed = self.synthesize_timed(text, voice, params)
+        try:
+            async for piece in timed:
+                yield piece.pcm
+        finally:
+            await close_iterator(timed)
 
     async def synthesize_pieces(
         self, text: str, voice: str, params: dict[str, Any], *, timed: bool = False
@@ -157,12 +162,23 @@ class ToneEngine:
         A subclass that overrides :meth:`synthesize` gets that method's audio, its pieces unmarked.
         """
         if timed:
-            async for piece in self.synthesize_timed(text, voice, params):
+            pieces = self.synthesize_timed(text, voice, params)
+        else:
+            pieces = pieces_of(self, ToneEngine, text, voice, params, self._marked(text, voice, params))
+        try:
+            async for piece in pieces:
                 yield piece
-            return
-        marked = (TimedPiece(p.pcm, last=p.last) async for p in self.synthesize_timed(text, voice, params))
-        async for piece in pieces_of(self, ToneEngine, text, voice, params, marked):
-            yield piece
+        finally:
+            await close_iterator(pieces)
+
+    async def _marked(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
+        """The pieces of :meth:`synthesize_timed` without their words."""
+        timed = self.synthesize_timed(text, voice, params)
+        try:
+            async for piece in timed:
+                yield TimedPiece(piece.pcm, last=piece.last)
+        finally:
+            await close_iterator(timed)
 
     async def synthesize_timed(self, text: str, voice: str, params: dict[str, Any]) -> AsyncIterator[TimedPiece]:
         """The audio of :meth:`synthesize`; each segment's words spread evenly over its tone."""

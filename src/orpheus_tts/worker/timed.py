@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from orpheus_tts.engines.base import Engine, PieceEngine, TimedPiece, supports_timestamps
+from orpheus_tts.engines.base import Engine, PieceEngine, TimedPiece, close_iterator, supports_timestamps
 from orpheus_tts.protocol import TTSRequest
 
 __all__ = ["timed_pieces"]
@@ -26,9 +26,7 @@ async def timed_pieces(
             async for piece in marked:
                 yield piece
         finally:
-            close = getattr(marked, "aclose", None)
-            if close is not None:
-                await close()
+            await close_iterator(marked)
         return
     if timed_asked:
         timed = engine.synthesize_timed(request.text, voice, params)  # type: ignore[attr-defined]
@@ -43,6 +41,4 @@ async def timed_pieces(
         async for pcm in pieces:
             yield TimedPiece(pcm)
     finally:
-        aclose = getattr(pieces, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_iterator(pieces)

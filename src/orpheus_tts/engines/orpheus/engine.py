@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from orpheus_tts.audio import float_to_int16
-from orpheus_tts.engines.base import EngineError, ParamSpec, VoiceCatalog
+from orpheus_tts.engines.base import EngineError, ParamSpec, VoiceCatalog, close_iterator
 from orpheus_tts.engines.orpheus.backends import Encoder, TokenBackend
 from orpheus_tts.engines.orpheus.codec import SnacCodec
 from orpheus_tts.engines.orpheus.decoder import (
@@ -220,11 +220,15 @@ class OrpheusEngine:
             )
             sampling = sampling_from_params(params, segment, prompt_len, self.config.max_model_len, index)
             self.stats.segments += 1
-            async for audio in self._segment_audio(self._batcher, prompt, sampling):
-                pcm = fader.push(audio)
-                if pcm.size:
-                    self.stats.samples += pcm.size
-                    yield float_to_int16(pcm)
+            audios = self._segment_audio(self._batcher, prompt, sampling)
+            try:
+                async for audio in audios:
+                    pcm = fader.push(audio)
+                    if pcm.size:
+                        self.stats.samples += pcm.size
+                        yield float_to_int16(pcm)
+            finally:
+                await close_iterator(audios)
             if fader.segment_samples == 0:
                 self.stats.empty_segments += 1
                 logger.warning("a text segment produced no audio frames")
