@@ -52,15 +52,20 @@ where its CPU time went, by layer (the innermost frame of each sample).
 
 With ``--syscalls`` (and ``strace`` installed, with permission to attach)
 each proxy's system calls are then counted, by call, over
-``SYSCALL_STREAMS`` streams one at a time (every process and thread of it);
-the smoke run counts them too, over its few streams.
+``SYSCALL_STREAMS`` streams one at a time (every process and thread of it),
+and the worker's while it serves the direct path; the smoke run counts them
+too, over its few streams. ``--worker-at REV`` serves every path from the
+worker of git revision ``REV``; ``--worker-against REV`` adds a path,
+``direct_worker_before``, straight to a second worker, of ``REV``: a worker
+change's before and after in one run (its CPU, its throughput, its system
+calls as ``worker_before``).
 
 Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
     python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls]
-                          [--against REV] [--smoke]
+                          [--against REV] [--worker-at REV] [--worker-against REV] [--smoke]
 """
 
 from __future__ import annotations
@@ -334,14 +339,14 @@ def _idle_seconds() -> float:
 
 
 class _Shares:
-    """CPU seconds of the worker and of the client (this process), and the cores' idle seconds."""
+    """CPU seconds of a path's worker and of the client (this process), and the cores' idle seconds."""
 
-    def __init__(self, worker_pid: int) -> None:
-        self._worker_pid = worker_pid
+    def __init__(self, workers: dict[str, int]) -> None:
+        self._workers = workers
         self._client_pid = os.getpid()
 
-    def now(self) -> tuple[float, float, float]:
-        return cpu_seconds(self._worker_pid), cpu_seconds(self._client_pid), _idle_seconds()
+    def now(self, path: str) -> tuple[float, float, float]:
+        return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), _idle_seconds()
 
 
 async def _measure(
@@ -351,10 +356,10 @@ async def _measure(
     rounds: int,
     *,
     keep_alive: bool,
-    worker_pid: int,
+    workers: dict[str, int],
 ) -> Any:
     results: dict[str, Any] = {}
-    shares = _Shares(worker_pid)
+    shares = _Shares(workers)
     async with contextlib.AsyncExitStack() as stack:
         # A pool per path: kept-alive connections to one path do not take the room of another's.
         clients: dict[str, _Client] = {}
@@ -370,9 +375,9 @@ async def _measure(
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
                     cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
-                    shares0 = shares.now()
+                    shares0 = shares.now(name)
                     batch = await _batch(clients[name], url, n, level)
-                    shares1 = shares.now()
+                    shares1 = shares.now(name)
                     per[name]["ttfb_s"] += batch["ttfb_s"]
                     per[name]["wall_s"] += batch["wall_s"]
                     per[name]["connections"] += batch["connections"]
@@ -467,6 +472,9 @@ def _profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dic
     }
 
 
+_WORKER_COUNTED = {"direct": "worker", "direct_worker_before": "worker_before"}
+"""Under what name a direct path's system calls are counted: its worker's."""
+
 SYSCALL_STREAMS = 300
 """Streams per proxy in the system call count (``--syscalls``), one at a time."""
 
@@ -500,16 +508,18 @@ def _strace_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def _syscalls(paths: dict[str, tuple[str, int | None]], streams: int, *, keep_alive: bool) -> dict[str, Any] | str:
+def _syscalls(
+    paths: dict[str, tuple[str, int | None]], streams: int, *, keep_alive: bool, workers: dict[str, int]
+) -> dict[str, Any] | str:
     """System calls per stream of each proxy, by call: ``strace -c`` on all its processes and threads
-    while the same client sends ``streams`` streams one at a time. A reason string when it cannot."""
+    while the same client sends ``streams`` streams one at a time; and the worker's (as ``worker``),
+    while the client streams from it directly. A reason string when it cannot."""
     strace = shutil.which("strace")
     if strace is None:
         return "skipped: strace is not installed (apt-get install strace to count)"
     counted: dict[str, Any] = {}
-    for name, (url, pid) in paths.items():
-        if pid is None:
-            continue
+    for path, (url, proxy_pid) in paths.items():
+        name, pid = (path, proxy_pid) if proxy_pid is not None else (_WORKER_COUNTED[path], workers[path])
         pids = _process_tree(pid)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "counts.txt"
@@ -568,18 +578,33 @@ def this_tree() -> dict[str, Any] | str:
 
 
 @contextlib.contextmanager
-def _gateway_at(commit: str, worker: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The gateway of ``commit``: its ``src/`` unpacked from git, imported ahead of this tree's."""
+def _orpheus_at(commit: str | None, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``orpheus-tts ARGS`` of ``commit`` (its ``src/`` unpacked from git, imported ahead of this tree's),
+    or of this tree when ``commit`` is ``None``."""
+    if commit is None:
+        with orpheus_process(*args) as served_at:
+            yield served_at
+        return
     with tempfile.TemporaryDirectory(prefix="orpheus-before-") as tree:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
         env = {**os.environ, "PYTHONPATH": str(Path(tree) / "src")}
-        with orpheus_process("gateway", "--worker", worker, env=env) as (url, proc):
-            yield url, proc
+        with orpheus_process(*args, env=env) as served_at:
+            yield served_at
+
+
+def _gateway_at(commit: str, worker: str) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    """The gateway of ``commit``, in front of ``worker``."""
+    return _orpheus_at(commit, "gateway", "--worker", worker)
 
 
 def _compare(row: dict[str, Any]) -> None:
     """Gateway against nginx: the ratios and whether each target is met."""
+    if "direct_worker_before" in row:  # the worker's own change, measured on the direct path
+        now, before = row["direct"], row["direct_worker_before"]
+        row["worker_cpu_over_worker_before"] = now["worker_cpu_ms_per_stream"] / before["worker_cpu_ms_per_stream"]
+        row["direct_throughput_over_worker_before"] = now["streams_per_s"] / before["streams_per_s"]
+        row["direct_ttfb_p50_over_worker_before_ms"] = now["ttfb_p50_ms"] - before["ttfb_p50_ms"]
     if "nginx" not in row:
         return
     gw, ng = row["gateway"], row["nginx"]
@@ -617,7 +642,14 @@ def _syscall_line(syscalls: dict[str, Any] | str) -> str:
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
     baselines = ("gateway_httpx", "gateway_before")
-    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), *baselines, "gateway"):
+    for name in (
+        "direct",
+        "direct_worker_before",
+        "nginx",
+        *(f"floor_{kind}" for kind in FLOORS),
+        *baselines,
+        "gateway",
+    ):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
@@ -631,6 +663,11 @@ def _line(level: int, row: dict[str, Any]) -> str:
         before, now = row["gateway_before"], row["gateway"]
         throughput = now["streams_per_s"] / before["streams_per_s"]
         parts.append(f"gateway/before CPU {row['gateway_cpu_over_gateway_before']:.2f}x, throughput {throughput:.2f}x")
+    if "worker_cpu_over_worker_before" in row:
+        parts.append(
+            f"worker/before CPU {row['worker_cpu_over_worker_before']:.2f}x, "
+            f"direct throughput {row['direct_throughput_over_worker_before']:.2f}x"
+        )
     return " | ".join(parts)
 
 
@@ -694,6 +731,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against", metavar="REV", default=None, help="also run the gateway of git revision REV, as gateway_before"
     )
+    parser.add_argument(
+        "--worker-at", metavar="REV", default=None, help="serve every path from the worker of git revision REV"
+    )
+    parser.add_argument(
+        "--worker-against",
+        metavar="REV",
+        default=None,
+        help="also stream straight from the worker of git revision REV, as direct_worker_before",
+    )
     args = parser.parse_args(argv)
     if args.out:
         common.RESULTS_DIR = Path(args.out)
@@ -705,10 +751,13 @@ def main(argv: list[str] | None = None) -> int:
     if binary is None:
         print("nginx is not installed: the nginx path is skipped (apt-get install nginx-light to compare)")
     against = revision(args.against) if args.against else None
+    worker_at = revision(args.worker_at) if args.worker_at else None
+    worker_before = revision(args.worker_against) if args.worker_against else None
     load_before = os.getloadavg()[0]
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
     with contextlib.ExitStack() as stack:
-        worker, worker_proc = stack.enter_context(orpheus_process(*worker_args))
+        worker_commit = worker_at["revision"] if worker_at is not None else None
+        worker, worker_proc = stack.enter_context(_orpheus_at(worker_commit, *worker_args))
         paths: dict[str, tuple[str, int | None]] = {"direct": (worker, None)}
         if binary is not None:
             url, proc = stack.enter_context(_nginx(binary, worker))
@@ -723,14 +772,22 @@ def main(argv: list[str] | None = None) -> int:
             paths["gateway_before"] = (before_url, before_proc.pid)
         url, gw_proc = stack.enter_context(orpheus_process("gateway", "--worker", worker))
         paths["gateway"] = (url, gw_proc.pid)
+        workers = {name: worker_proc.pid for name in paths}
+        if worker_before is not None:
+            before_worker, before_worker_proc = stack.enter_context(
+                _orpheus_at(worker_before["revision"], *worker_args)
+            )
+            paths["direct_worker_before"] = (before_worker, None)
+            workers["direct_worker_before"] = before_worker_proc.pid
         measured = _measure(
-            paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, worker_pid=worker_proc.pid
+            paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, workers=workers
         )
         results = asyncio.run(measured)
         profile = _profile(url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:
-            syscalls = _syscalls(paths, args.requests if args.smoke else SYSCALL_STREAMS, keep_alive=args.keep_alive)
+            streams = args.requests if args.smoke else SYSCALL_STREAMS
+            syscalls = _syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers)
             print(_syscall_line(syscalls))
     write_json(
         name,
@@ -741,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
             "paths": list(paths),
             "gateway_tree": this_tree(),
             "gateway_before": against,
+            "worker": worker_at or this_tree(),
+            "worker_before": worker_before,
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
             "levels": results,
             "gateway_profile": profile,

@@ -36,17 +36,21 @@ def head() -> str | None:
 
 def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     commit = head()
-    output = run_bench("bench.proxy", tmp_path, *(["--against", "HEAD"] if commit else []))
+    output = run_bench("bench.proxy", tmp_path, *(["--against", "HEAD", "--worker-against", "HEAD"] if commit else []))
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
     nginx = [] if nginx_binary() is None else ["nginx"]
     before = ["gateway_before"] if commit else []
+    worker_before = ["direct_worker_before"] if commit else []
     floors = ["floor_aiohttp", "floor_raw", "floor_raw_checked"]
-    expected = ["direct", *nginx, *floors, "gateway_httpx", *before, "gateway"]
+    expected = ["direct", *nginx, *floors, "gateway_httpx", *before, "gateway", *worker_before]
     assert result["paths"] == expected
     if commit:  # the committed gateway, run from its own unpacked tree beside this one
         assert result["gateway_before"]["revision"] == commit
         assert result["gateway_tree"]["revision"] == commit
+        assert result["worker"]["revision"] == commit  # this tree's worker
+        assert result["worker_before"]["revision"] == commit  # and the committed one, beside it
+        assert "worker/before CPU" in output
         assert "gateway/before CPU" in output
     if nginx_binary() is None:
         assert "nginx is not installed" in output
@@ -67,6 +71,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         if commit:
             assert row["gateway_before"]["cpu_ms_per_stream"] > 0
             assert row["gateway_cpu_over_gateway_before"] > 0
+            assert row["worker_cpu_over_worker_before"] > 0
         for floor in ("floor_aiohttp", "floor_raw", "floor_raw_checked"):
             assert "cpu_ms_per_stream" in row[floor]  # so few streams may cost a floor less than a clock tick
     syscalls = result["syscalls"]
@@ -74,7 +79,9 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         assert syscalls.startswith("skipped: strace")
         assert syscalls in output
     else:
-        assert set(syscalls["paths"]) == set(expected) - {"direct"}
+        # The workers', while the client streams from each directly.
+        workers = {"worker", "worker_before"} if commit else {"worker"}
+        assert set(syscalls["paths"]) == (set(expected) - {"direct", "direct_worker_before"}) | workers
         for counted in syscalls["paths"].values():
             assert counted["by_call"]
             assert counted["per_stream"] == pytest.approx(sum(counted["by_call"].values()), abs=0.2)
