@@ -55,10 +55,12 @@ each proxy's system calls are then counted, by call, over
 ``SYSCALL_STREAMS`` streams one at a time (every process and thread of it),
 and the worker's while it serves the direct path; the smoke run counts them
 too, over its few streams. ``--worker-at REV`` serves every path from the
-worker of git revision ``REV``; ``--worker-against REV`` adds a path,
-``direct_worker_before``, straight to a second worker, of ``REV``: a worker
-change's before and after in one run (its CPU, its throughput, its system
-calls as ``worker_before``).
+worker of git revision ``REV``; ``--worker-against REV`` adds a second
+worker, of ``REV``, with three paths to it: ``direct_worker_before``,
+``nginx_worker_before`` and ``gateway_worker_before`` (this tree's gateway):
+a worker change's before and after in one run, for the worker itself (its
+CPU, its throughput, its system calls as ``worker_before``) and for the
+gateway's ratios to nginx in front of it.
 
 Targets: gateway CPU per stream at most 3x nginx's; gateway throughput at
 least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
@@ -605,6 +607,11 @@ def _compare(row: dict[str, Any]) -> None:
         row["worker_cpu_over_worker_before"] = now["worker_cpu_ms_per_stream"] / before["worker_cpu_ms_per_stream"]
         row["direct_throughput_over_worker_before"] = now["streams_per_s"] / before["streams_per_s"]
         row["direct_ttfb_p50_over_worker_before_ms"] = now["ttfb_p50_ms"] - before["ttfb_p50_ms"]
+        if "nginx_worker_before" in row:  # the gateway against nginx, both in front of that worker
+            gwb, ngb = row["gateway_worker_before"], row["nginx_worker_before"]
+            row["worker_before_cpu_ratio"] = gwb["cpu_ms_per_stream"] / ngb["cpu_ms_per_stream"]
+            row["worker_before_throughput_ratio"] = gwb["streams_per_s"] / ngb["streams_per_s"]
+            row["worker_before_ttfb_p50_extra_ms"] = gwb["ttfb_p50_ms"] - ngb["ttfb_p50_ms"]
     if "nginx" not in row:
         return
     gw, ng = row["gateway"], row["nginx"]
@@ -642,14 +649,8 @@ def _syscall_line(syscalls: dict[str, Any] | str) -> str:
 def _line(level: int, row: dict[str, Any]) -> str:
     parts = [f"c={level:>3}"]
     baselines = ("gateway_httpx", "gateway_before")
-    for name in (
-        "direct",
-        "direct_worker_before",
-        "nginx",
-        *(f"floor_{kind}" for kind in FLOORS),
-        *baselines,
-        "gateway",
-    ):
+    before = tuple(f"{name}_worker_before" for name in ("direct", "nginx", "gateway"))
+    for name in ("direct", "nginx", *(f"floor_{kind}" for kind in FLOORS), *baselines, "gateway", *before):
         if name in row:
             r = row[name]
             cpu = f", {r['cpu_ms_per_stream']:.2f} ms CPU" if "cpu_ms_per_stream" in r else ""
@@ -667,6 +668,11 @@ def _line(level: int, row: dict[str, Any]) -> str:
         parts.append(
             f"worker/before CPU {row['worker_cpu_over_worker_before']:.2f}x, "
             f"direct throughput {row['direct_throughput_over_worker_before']:.2f}x"
+        )
+    if "worker_before_cpu_ratio" in row:
+        parts.append(
+            f"with the worker before, gateway/nginx CPU {row['worker_before_cpu_ratio']:.2f}x, "
+            f"throughput {row['worker_before_throughput_ratio']:.2f}x"
         )
     return " | ".join(parts)
 
@@ -738,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-against",
         metavar="REV",
         default=None,
-        help="also stream straight from the worker of git revision REV, as direct_worker_before",
+        help="also run the worker of git revision REV, with paths to it direct, through nginx and the gateway",
     )
     args = parser.parse_args(argv)
     if args.out:
@@ -778,7 +784,12 @@ def main(argv: list[str] | None = None) -> int:
                 _orpheus_at(worker_before["revision"], *worker_args)
             )
             paths["direct_worker_before"] = (before_worker, None)
-            workers["direct_worker_before"] = before_worker_proc.pid
+            if binary is not None:
+                url, proc = stack.enter_context(_nginx(binary, before_worker))
+                paths["nginx_worker_before"] = (url, proc.pid)
+            url, proc = stack.enter_context(orpheus_process("gateway", "--worker", before_worker))
+            paths["gateway_worker_before"] = (url, proc.pid)
+            workers.update({name: before_worker_proc.pid for name in paths if name.endswith("_worker_before")})
         measured = _measure(
             paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, workers=workers
         )

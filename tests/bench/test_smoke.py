@@ -41,7 +41,8 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
     nginx = [] if nginx_binary() is None else ["nginx"]
     before = ["gateway_before"] if commit else []
-    worker_before = ["direct_worker_before"] if commit else []
+    worker_before = ["direct_worker_before", *(f"{n}_worker_before" for n in nginx), "gateway_worker_before"]
+    worker_before = worker_before if commit else []
     floors = ["floor_aiohttp", "floor_raw", "floor_raw_checked"]
     expected = ["direct", *nginx, *floors, "gateway_httpx", *before, "gateway", *worker_before]
     assert result["paths"] == expected
@@ -68,6 +69,8 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
             assert row[path]["worker_busy"] > 0
         assert row["gateway"]["cpu_ms_per_stream"] > 0
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
+        for path in worker_before[1:]:  # through a proxy to the worker of the commit
+            assert row[path]["cpu_ms_per_stream"] > 0
         if commit:
             assert row["gateway_before"]["cpu_ms_per_stream"] > 0
             assert row["gateway_cpu_over_gateway_before"] > 0
@@ -82,6 +85,8 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         # The workers', while the client streams from each directly.
         workers = {"worker", "worker_before"} if commit else {"worker"}
         assert set(syscalls["paths"]) == (set(expected) - {"direct", "direct_worker_before"}) | workers
+    if commit and nginx:
+        assert "with the worker before, gateway/nginx CPU" in output
         for counted in syscalls["paths"].values():
             assert counted["by_call"]
             assert counted["per_stream"] == pytest.approx(sum(counted["by_call"].values()), abs=0.2)
