@@ -705,7 +705,7 @@ def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
     axes[3].set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     axes[3].set_title(f"Machine time per stream at c={top}")
     axes[3].set_ylabel("core ms")
-    axes[3].legend()
+    axes[3].legend(fontsize=6)
     for ax, title, unit in (
         (axes[0], "Time to first audio (bar p50, tick p99)", "ms"),
         (axes[1], "Throughput", "streams / s"),
@@ -714,7 +714,7 @@ def _plot(results: dict[str, Any], names: list[str], name: str) -> None:
         ax.set_xticks(x, [f"c={lv}" for lv in levels])
         ax.set_title(title)
         ax.set_ylabel(unit)
-        ax.legend()
+        ax.legend(fontsize=6)
     save_figure(fig, name)
 
 
