@@ -459,6 +459,43 @@ async def test_probe_marks_endpoints_down_and_up(make_router: Callable[..., Rout
     assert pcm_of(await collect(router)) == AUDIO
 
 
+async def test_an_endpoint_back_from_down_starts_from_the_fleet_median_as_it_turns_healthy(
+    make_router: Callable[..., Router],
+) -> None:
+    """The median is its start from the moment it is healthy again, not once every probe of the round
+    has answered: a request routed in between would see the estimate it had before."""
+    a_ready = False
+    b_answers = asyncio.Event()
+
+    async def a(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/readyz":
+            return httpx.Response(200 if a_ready else 503, json={})
+        return await ok()(request)
+
+    async def b(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/readyz":
+            await b_answers.wait()  # this round's other probe is slow
+            return httpx.Response(200, json={})
+        return await ok()(request)
+
+    router = make_router(Upstreams({"a": a, "b": b}), ["a", "b"])
+    back, other = router.endpoints
+    set_ttfb(back, 2.0)  # what it learnt before it went down
+    set_ttfb(other, 0.05)
+    b_answers.set()
+    await router.probe_all()
+    assert not back.healthy
+    a_ready, b_answers = True, asyncio.Event()
+    probing = asyncio.ensure_future(router.probe_all())
+    try:
+        assert await eventually(lambda: back.healthy)
+        assert not probing.done(), "the other probe is still out"
+        assert back.ttfb.value(time.monotonic()) == pytest.approx(50.0, rel=0.01)
+    finally:
+        b_answers.set()
+        await probing
+
+
 async def test_endpoints_can_be_added_and_removed(make_router: Callable[..., Router]) -> None:
     up = Upstreams({"a": ok(), "b": ok()})
     router = make_router(up, ["a"])

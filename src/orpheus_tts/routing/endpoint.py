@@ -98,6 +98,9 @@ class Endpoint:
         self.hedges_won = 0
         self._background: set[asyncio.Task[None]] = set()
         self._down_listeners: set[Callable[[Endpoint], None]] = set()
+        self.recovery_prior: Callable[[Endpoint], float] | None = None
+        """The latency an endpoint back from down starts from (its router's: the fleet's median);
+        ``None``: the settings' prior."""
         self.epoch = 0
         """Incremented when the endpoint comes back after probes marked it down: what requests
         sent before that learned (a latency, a failure) no longer describes it."""
@@ -207,8 +210,9 @@ class Endpoint:
         was_down = not self.healthy
         self.healthy = True
         self.breaker.end_cooldown(self._clock())
-        if was_down:
-            self.recover(self.settings.prior_ttfb_ms)
+        if was_down:  # in the same step as it turns healthy, so no request sees it with an older estimate
+            prior = self.recovery_prior
+            self.recover(self.settings.prior_ttfb_ms if prior is None else prior(self))
 
     def recover(self, prior_ttfb_ms: float) -> None:
         """Forget the latency and load learnt before the endpoint went down, and start from ``prior_ttfb_ms``.

@@ -156,16 +156,31 @@ class Router:
             url = normalize_url(endpoint)
             if any(e.url == url for e in self._endpoints):
                 raise ValueError(f"endpoint {url} is already routed to")
-            now = self._clock()
-            known = [e.ttfb.value(now) for e in self._endpoints if e.ttfb.samples]
+            known = self._known_latencies()
             prior = statistics.median(known) if known else None
             endpoint = Endpoint(
                 url, self.settings, transport=transport or self._transport, prior_ttfb_ms=prior, clock=self._clock
             )
         elif any(e.url == endpoint.url for e in self._endpoints):
             raise ValueError(f"endpoint {endpoint.url} is already routed to")
+        endpoint.recovery_prior = self._recovery_prior
         self._endpoints.append(endpoint)
         return endpoint
+
+    def _known_latencies(self, exclude: Endpoint | None = None) -> list[float]:
+        """The latency estimates of the endpoints with samples (healthy ones, if ``exclude`` is given)."""
+        now = self._clock()
+        return [
+            e.ttfb.value(now)
+            for e in self._endpoints
+            if e.ttfb.samples and (exclude is None or (e.healthy and e is not exclude))
+        ]
+
+    def _recovery_prior(self, endpoint: Endpoint) -> float:
+        """Where an endpoint back from down starts: the other healthy endpoints' median latency, like
+        a new endpoint (else the settings' prior)."""
+        known = self._known_latencies(exclude=endpoint)
+        return statistics.median(known) if known else self.settings.prior_ttfb_ms
 
     def remove_endpoint(self, url: str) -> Endpoint:
         """Stop routing to ``url``; the caller closes the returned endpoint once its streams end."""
@@ -186,13 +201,7 @@ class Router:
     async def probe_all(self) -> dict[str, bool]:
         """Health-probe every endpoint at once (``GET /readyz``); marks each up or down."""
         endpoints = list(self._endpoints)
-        down = {e for e in endpoints if not e.healthy}
-        results = await asyncio.gather(*(e.probe() for e in endpoints))
-        now = self._clock()
-        for endpoint in down:
-            if endpoint.healthy:  # back: start from the fleet's median, like a new endpoint
-                known = [e.ttfb.value(now) for e in endpoints if e.healthy and e is not endpoint and e.ttfb.samples]
-                endpoint.recover(statistics.median(known) if known else self.settings.prior_ttfb_ms)
+        results = await asyncio.gather(*(e.probe() for e in endpoints))  # one back starts from _recovery_prior
         return {e.url: ok for e, ok in zip(endpoints, results, strict=True)}
 
     async def aclose(self) -> None:
