@@ -794,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
             paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, workers=workers
         )
         results = asyncio.run(measured)
-        profile = _profile(url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
+        gw_url = paths["gateway"][0]
+        profile = _profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:
             streams = args.requests if args.smoke else SYSCALL_STREAMS
