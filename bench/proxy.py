@@ -20,6 +20,14 @@ process), and the cores' idle time (from ``/proc/stat``, in clock ticks of
 busy the worker was (its CPU seconds per second of wall time: near 1.0, one
 core, it is the bottleneck).
 
+With ``--proxy-core`` the proxies (nginx, the floors, every gateway) run on
+one core of their own and the client and the workers on the others, as a
+gateway on its own machine in front of the workers' would: the throughput
+then says whether a proxy holds the workers back, not how much of a shared
+core it takes from them (its CPU per stream says that). The JSON's ``cores``
+says which layout ran, and each row adds the idle time of the client's and
+the workers' cores alone (``shared_cores_idle_ms_per_stream``).
+
 The client (httpx) drops each stream at its ``eos``, before the end of the
 chunked body, so every stream is a new connection on every path. With
 ``--keep-alive`` the client (aiohttp's) reads each body to its end instead
@@ -67,7 +75,7 @@ least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
     python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls]
-                          [--against REV] [--worker-at REV] [--worker-against REV] [--smoke]
+                          [--against REV] [--worker-at REV] [--worker-against REV] [--proxy-core] [--smoke]
 """
 
 from __future__ import annotations
@@ -334,21 +342,62 @@ async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> 
     return {"ttfb_s": list(ttfbs), "wall_s": wall_s, "connections": client.connections - opened}
 
 
-def _idle_seconds() -> float:
-    """Idle time of all the machine's cores so far (waiting on I/O counted as idle)."""
-    times = psutil.cpu_times()
-    return float(times.idle + getattr(times, "iowait", 0.0))
+def _idle_seconds(cores: frozenset[int] | None = None) -> float:
+    """Idle time so far of the machine's cores, or of ``cores`` (waiting on I/O counted as idle)."""
+    if cores is None:
+        times = psutil.cpu_times()
+        return float(times.idle + getattr(times, "iowait", 0.0))
+    per_core = psutil.cpu_times(percpu=True)
+    return float(sum(per_core[i].idle + getattr(per_core[i], "iowait", 0.0) for i in cores))
 
 
 class _Shares:
-    """CPU seconds of a path's worker and of the client (this process), and the cores' idle seconds."""
+    """CPU seconds of a path's worker and of the client (this process), and the cores' idle seconds
+    (all of them, and those of the client and the workers when the proxies have a core of their own)."""
 
-    def __init__(self, workers: dict[str, int]) -> None:
+    def __init__(self, workers: dict[str, int], layout: Layout | None) -> None:
         self._workers = workers
         self._client_pid = os.getpid()
+        self._shared = layout.shared if layout is not None else None
 
-    def now(self, path: str) -> tuple[float, float, float]:
-        return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), _idle_seconds()
+    def now(self, path: str) -> tuple[float, float, float, float]:
+        shared_idle = _idle_seconds(self._shared) if self._shared is not None else 0.0
+        return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), _idle_seconds(), shared_idle
+
+
+class Layout:
+    """Which cores run what with ``--proxy-core``: the proxies on one core of their own (the last this
+    process may use), the client (this process) and the workers on the others, as a gateway on a
+    machine of its own in front of the workers' machines would be.
+
+    Without it every process may run on every core, and each millisecond of CPU a proxy spends is one
+    the worker could have had: on a machine of few cores the proxy's CPU then bounds the throughput.
+    """
+
+    def __init__(self, cores: set[int]) -> None:
+        if len(cores) < 2:
+            raise ValueError(f"--proxy-core needs at least 2 cores; this process may use {len(cores)}")
+        self.proxy = frozenset({max(cores)})
+        self.shared = frozenset(cores - self.proxy)
+
+    def describe(self) -> dict[str, list[int]]:
+        return {"proxies": sorted(self.proxy), "client_and_workers": sorted(self.shared)}
+
+
+def _pin(pid: int, cores: frozenset[int]) -> int:
+    """Keep ``pid``, the processes below it and every thread of each on ``cores``; how many threads were pinned.
+
+    Every thread: the affinity of a process is its threads' own (a thread started later takes that of
+    the thread that starts it).
+    """
+    pinned = 0
+    for each in _process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for thread in psutil.Process(each).threads():
+                with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                    os.sched_setaffinity(thread.id, cores)
+                    pinned += 1
+    return pinned
 
 
 async def _measure(
@@ -359,9 +408,10 @@ async def _measure(
     *,
     keep_alive: bool,
     workers: dict[str, int],
+    layout: Layout | None = None,
 ) -> Any:
     results: dict[str, Any] = {}
-    shares = _Shares(workers)
+    shares = _Shares(workers, layout)
     async with contextlib.AsyncExitStack() as stack:
         # A pool per path: kept-alive connections to one path do not take the room of another's.
         clients: dict[str, _Client] = {}
@@ -371,7 +421,7 @@ async def _measure(
         for level in levels:
             n = max(requests, level * 4)
             per: dict[str, dict[str, Any]] = {
-                name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0, "connections": 0, "shares": [0.0, 0.0, 0.0]}
+                name: {"ttfb_s": [], "wall_s": 0.0, "cpu_s": 0.0, "connections": 0, "shares": [0.0] * 4}
                 for name in paths
             }
             for _ in range(rounds):
@@ -399,10 +449,12 @@ async def _measure(
                 }
                 if paths[name][1] is not None:
                     row[name]["cpu_ms_per_stream"] = data["cpu_s"] * 1000 / (n * rounds)
-                worker_s, client_s, idle_s = data["shares"]
+                worker_s, client_s, idle_s, shared_idle_s = data["shares"]
                 row[name]["worker_cpu_ms_per_stream"] = worker_s * 1000 / (n * rounds)
                 row[name]["client_cpu_ms_per_stream"] = client_s * 1000 / (n * rounds)
                 row[name]["idle_cpu_ms_per_stream"] = idle_s * 1000 / (n * rounds)
+                if layout is not None:  # the idle time of the client's and the workers' cores alone
+                    row[name]["shared_cores_idle_ms_per_stream"] = shared_idle_s * 1000 / (n * rounds)
                 row[name]["worker_busy"] = worker_s / data["wall_s"]
             _compare(row)
             results[str(level)] = row
@@ -746,7 +798,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also run the worker of git revision REV, with paths to it direct, through nginx and the gateway",
     )
+    parser.add_argument(
+        "--proxy-core",
+        action="store_true",
+        help="run the proxies on a core of their own, the client and the workers on the others",
+    )
     args = parser.parse_args(argv)
+    layout: Layout | None = None
+    if args.proxy_core:
+        try:
+            layout = Layout(os.sched_getaffinity(0))
+        except ValueError as exc:
+            parser.error(str(exc))
+        _pin(os.getpid(), layout.shared)  # the client; the processes it starts begin there too
     if args.out:
         common.RESULTS_DIR = Path(args.out)
     if args.smoke:
@@ -790,8 +854,21 @@ def main(argv: list[str] | None = None) -> int:
             url, proc = stack.enter_context(orpheus_process("gateway", "--worker", before_worker))
             paths["gateway_worker_before"] = (url, proc.pid)
             workers.update({name: before_worker_proc.pid for name in paths if name.endswith("_worker_before")})
+        if layout is not None:
+            for worker_pid in {*workers.values()}:
+                _pin(worker_pid, layout.shared)
+            for _, proxy_pid in paths.values():
+                if proxy_pid is not None:
+                    _pin(proxy_pid, layout.proxy)
+            print(f"cores: proxies on {sorted(layout.proxy)}, the client and the workers on {sorted(layout.shared)}")
         measured = _measure(
-            paths, args.concurrency, args.requests, args.rounds, keep_alive=args.keep_alive, workers=workers
+            paths,
+            args.concurrency,
+            args.requests,
+            args.rounds,
+            keep_alive=args.keep_alive,
+            workers=workers,
+            layout=layout,
         )
         results = asyncio.run(measured)
         gw_url = paths["gateway"][0]
@@ -813,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker": worker_at or this_tree(),
             "worker_before": worker_before,
             "nginx": "skipped: nginx is not installed" if binary is None else "measured",
+            "cores": layout.describe() if layout is not None else "shared: every process may run on every core",
             "levels": results,
             "gateway_profile": profile,
             "syscalls": syscalls,

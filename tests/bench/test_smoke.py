@@ -36,8 +36,17 @@ def head() -> str | None:
 
 def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     commit = head()
-    output = run_bench("bench.proxy", tmp_path, *(["--against", "HEAD", "--worker-against", "HEAD"] if commit else []))
+    pinned = len(os.sched_getaffinity(0)) >= 2  # the proxies on a core of their own where there are two
+    args = ["--against", "HEAD", "--worker-against", "HEAD"] if commit else []
+    args += ["--proxy-core"] if pinned else []
+    output = run_bench("bench.proxy", tmp_path, *args)
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
+    if pinned:
+        last = max(os.sched_getaffinity(0))
+        assert result["cores"] == {"proxies": [last], "client_and_workers": sorted(os.sched_getaffinity(0) - {last})}
+        assert f"cores: proxies on [{last}]" in output
+    else:
+        assert result["cores"].startswith("shared")
     assert (tmp_path / "proxy_smoke.png").stat().st_size > 0
     nginx = [] if nginx_binary() is None else ["nginx"]
     before = ["gateway_before"] if commit else []
@@ -67,6 +76,8 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
             assert row[path]["client_cpu_ms_per_stream"] > 0
             assert row[path]["idle_cpu_ms_per_stream"] >= 0
             assert row[path]["worker_busy"] > 0
+            if pinned:  # the client's and the workers' cores are some of the cores: idle no more than all
+                assert 0 <= row[path]["shared_cores_idle_ms_per_stream"] <= row[path]["idle_cpu_ms_per_stream"]
         assert row["gateway"]["cpu_ms_per_stream"] > 0
         assert row["gateway_httpx"]["cpu_ms_per_stream"] > 0
         for path in worker_before[1:]:  # through a proxy to the worker of the commit
