@@ -27,9 +27,11 @@ from orpheus_tts.worker.service import COALESCE_BYTES, SynthesisService
 TEXT = "Hello world from Orpheus. This is the second sentence!"
 
 
-async def _pieces(engine: ToneEngine, request: TTSRequest, **config: int) -> list[tuple[bytes, list[Frame]]]:
+async def _pieces(
+    engine: ToneEngine, request: TTSRequest, config: WorkerConfig | None = None
+) -> list[tuple[bytes, list[Frame]]]:
     """Each piece of the worker's body, with its frames, in order."""
-    service = SynthesisService(engine, WorkerConfig(**config), ServiceMetrics("worker"))
+    service = SynthesisService(engine, config or WorkerConfig(), ServiceMetrics("worker"))
     prepared = await service.prepare(request)
     pieces: list[tuple[bytes, list[Frame]]] = []
     async for data in prepared.body:
@@ -44,7 +46,10 @@ async def _pieces(engine: ToneEngine, request: TTSRequest, **config: int) -> lis
 async def test_each_engine_piece_goes_out_in_one_piece_with_its_words_and_chunks() -> None:
     engine = ToneEngine(piece_samples=2400, word_timings=True)
     pieces = [
-        frames for _, frames in await _pieces(engine, TTSRequest(text=TEXT, timestamps=True), max_chunk_samples=600)
+        frames
+        for _, frames in await _pieces(
+            engine, TTSRequest(text=TEXT, timestamps=True), WorkerConfig(max_chunk_samples=600)
+        )
     ]
     assert len(pieces) == len(engine.journal) > 2, "one piece of the body per engine piece"
     first = pieces[0]
@@ -66,7 +71,7 @@ async def test_each_engine_piece_goes_out_in_one_piece_with_its_words_and_chunks
 async def test_a_long_piece_goes_out_in_writes_of_about_the_cap() -> None:
     text = "one long sentence " * 11 + "end."  # 10 ms of tone a character: one 2 s piece
     engine = ToneEngine(piece_samples=96_000)
-    pieces = await _pieces(engine, TTSRequest(text=text), max_chunk_samples=2400)
+    pieces = await _pieces(engine, TTSRequest(text=text), WorkerConfig(max_chunk_samples=2400))
     assert len(engine.journal) == 1
     assert len(render(text)) >= 1.9 * SAMPLE_RATE_HZ * SAMPLE_WIDTH_BYTES  # twenty 100 ms chunks, 6.4 kB of base64 each
     chunk_line = 4 * (2400 * SAMPLE_WIDTH_BYTES) // 3 + 100
