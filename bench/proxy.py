@@ -342,13 +342,11 @@ async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> 
     return {"ttfb_s": list(ttfbs), "wall_s": wall_s, "connections": client.connections - opened}
 
 
-def _idle_seconds(cores: frozenset[int] | None = None) -> float:
-    """Idle time so far of the machine's cores, or of ``cores`` (waiting on I/O counted as idle)."""
-    if cores is None:
-        times = psutil.cpu_times()
-        return float(times.idle + getattr(times, "iowait", 0.0))
-    per_core = psutil.cpu_times(percpu=True)
-    return float(sum(per_core[i].idle + getattr(per_core[i], "iowait", 0.0) for i in cores))
+def _idle_seconds(cores: frozenset[int] | None = None) -> tuple[float, float]:
+    """Idle time so far of all the machine's cores and of ``cores`` among them (0.0 without), from one
+    reading of the counters, so the second is never more than the first (waiting on I/O counted as idle)."""
+    idle = [t.idle + getattr(t, "iowait", 0.0) for t in psutil.cpu_times(percpu=True)]
+    return float(sum(idle)), float(sum(idle[i] for i in cores)) if cores is not None else 0.0
 
 
 class _Shares:
@@ -361,8 +359,7 @@ class _Shares:
         self._shared = layout.shared if layout is not None else None
 
     def now(self, path: str) -> tuple[float, float, float, float]:
-        shared_idle = _idle_seconds(self._shared) if self._shared is not None else 0.0
-        return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), _idle_seconds(), shared_idle
+        return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), *_idle_seconds(self._shared)
 
 
 class Layout:
