@@ -86,37 +86,34 @@ import argparse
 import asyncio
 import contextlib
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import aiohttp
-import httpx
 import psutil
 
-from bench import common
+from bench import common, proxy_profile, proxy_syscalls
 from bench.common import cpu_seconds, machine, orpheus_process, percentile, pyplot, save_figure, served, write_json
-from orpheus_tts.protocol import ChunkFrame, FrameDecoder, StreamTracker
-from orpheus_tts.routing.settings import DEFAULT_KEEPALIVE_EXPIRY_S
+from bench.proxy_clients import (
+    CLIENT_KEEP_ALIVE,
+    CLIENT_NEW_CONNECTIONS,
+    TEXT,
+    UPSTREAM_KEEPALIVE_S,
+    Client,
+    batch,
+    open_client,
+)
+from bench.proxy_cores import Layout, pin, tree_cpu_seconds
 from orpheus_tts.serving.local import free_port
 
-TEXT = "Benchmark sentence for the gateway."
 TARGET_CPU_RATIO = 3.0
 TARGET_THROUGHPUT_RATIO = 0.95
 TARGET_TTFB_SLACK_MS = 0.5
-CLIENT_NEW_CONNECTIONS = "httpx, dropping each stream at eos, before the end of the body: a new connection per stream"
-CLIENT_KEEP_ALIVE = "aiohttp, reading each body to its end: kept-alive connections, reused"
 NGINX_KEEPALIVE = 256
-UPSTREAM_KEEPALIVE_S = int(DEFAULT_KEEPALIVE_EXPIRY_S)
-"""nginx and the floors drop an idle upstream connection after this long, as the gateway does: shorter than
-the worker's own keep-alive, so none reuses a connection the worker is closing (nginx would answer 502)."""
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -199,151 +196,6 @@ def _floor(kind: str, upstream: str) -> Iterator[tuple[str, subprocess.Popen[byt
         yield url, proc
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and the processes below it (nginx's worker under its master)."""
-    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and of the processes below it."""
-    total = 0.0
-    for p in _process_tree(pid):
-        with contextlib.suppress(OSError):  # gone meanwhile
-            total += cpu_seconds(p)
-    return total
-
-
-class _Client:
-    """The benchmark's client for one path: a connection pool, and how it ends each stream.
-
-    ``connections`` counts the TCP connections it opened (as its library reports them).
-    """
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._stack = contextlib.AsyncExitStack()
-
-    async def __aenter__(self) -> _Client:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-
-    async def one(self, url: str) -> float:
-        """One stream; its time to the first audio chunk. Raises unless the stream is whole."""
-        raise NotImplementedError
-
-
-class _StreamCheck:
-    """One v1 body, checked as it arrives: seq gaps, eos totals and frames after the end raise."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.ttfb: float | None = None
-        """Seconds to the first chunk, once it came."""
-        self._decoder = FrameDecoder()
-        self._tracker = StreamTracker()
-
-    @property
-    def complete(self) -> bool:
-        """The ``eos`` came, with its totals right."""
-        return self._tracker.complete
-
-    def feed(self, data: bytes) -> None:
-        for frame in self._decoder.feed(data):
-            self._tracker.observe(frame)
-            if self.ttfb is None and isinstance(frame, ChunkFrame):
-                self.ttfb = time.perf_counter() - self.started
-
-    def result(self, url: str) -> float:
-        if self.ttfb is None or not self.complete:
-            raise RuntimeError(f"a stream from {url} ended without eos")
-        return self.ttfb
-
-
-class _DroppingClient(_Client):
-    """httpx, dropping each stream at its ``eos``: the end of the chunked body is not read, so
-    httpx closes the connection and every stream is a new connection."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self._limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-        self._http: httpx.AsyncClient | None = None
-
-    async def __aenter__(self) -> _Client:
-        self._http = await self._stack.enter_async_context(httpx.AsyncClient(limits=self._limits, timeout=60))
-        return self
-
-    async def _trace(self, event: str, info: dict[str, Any]) -> None:
-        if event == "connection.connect_tcp.started":
-            self.connections += 1
-
-    async def one(self, url: str) -> float:
-        assert self._http is not None
-        check = _StreamCheck()
-        body = {"text": TEXT}
-        async with self._http.stream("POST", f"{url}/v1/tts/stream", json=body, extensions={"trace": self._trace}) as r:
-            r.raise_for_status()
-            async for data in r.aiter_raw():
-                check.feed(data)
-                if check.complete:
-                    break
-        return check.result(url)
-
-
-class _KeepAliveClient(_Client):
-    """aiohttp, reading each body to its end (as the SDK's routing core and any client that reads
-    whole bodies do), so its connections are reused.
-
-    Not httpx: its pool checks every idle connection with system calls each
-    time it hands one out, so with 16 or 64 kept-alive connections the client
-    itself was the bottleneck (the worker saw one stream in flight at a time).
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self._limit = limit
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> _Client:
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(self._connected)
-        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=UPSTREAM_KEEPALIVE_S)
-        session = aiohttp.ClientSession(connector=connector, trace_configs=[trace], auto_decompress=False)
-        self._session = await self._stack.enter_async_context(session)
-        return self
-
-    async def _connected(self, *_: object) -> None:
-        self.connections += 1
-
-    async def one(self, url: str) -> float:
-        assert self._session is not None
-        check = _StreamCheck()
-        async with self._session.post(f"{url}/v1/tts/stream", json={"text": TEXT}) as r:
-            r.raise_for_status()
-            async for data in r.content.iter_any():
-                check.feed(data)  # on to the body's end: a frame after eos would raise
-        return check.result(url)
-
-
-def _client(limit: int, *, keep_alive: bool) -> _Client:
-    return _KeepAliveClient(limit) if keep_alive else _DroppingClient(limit)
-
-
-async def _batch(client: _Client, url: str, requests: int, concurrency: int) -> dict[str, Any]:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def run() -> float:
-        async with gate:
-            return await client.one(url)
-
-    started = time.perf_counter()
-    opened = client.connections
-    ttfbs = await asyncio.gather(*(run() for _ in range(requests)))
-    wall_s = time.perf_counter() - started
-    return {"ttfb_s": list(ttfbs), "wall_s": wall_s, "connections": client.connections - opened}
-
-
 def _idle_seconds(cores: frozenset[int] | None = None) -> tuple[float, float]:
     """Idle time so far of all the machine's cores and of ``cores`` among them (0.0 without), from one
     reading of the counters, so the second is never more than the first (waiting on I/O counted as idle)."""
@@ -364,41 +216,6 @@ class _Shares:
         return cpu_seconds(self._workers[path]), cpu_seconds(self._client_pid), *_idle_seconds(self._shared)
 
 
-class Layout:
-    """Which cores run what with ``--proxy-core``: the proxies on one core of their own (the last this
-    process may use), the client (this process) and the workers on the others, as a gateway on a
-    machine of its own in front of the workers' machines would be.
-
-    Without it every process may run on every core, and each millisecond of CPU a proxy spends is one
-    the worker could have had: on a machine of few cores the proxy's CPU then bounds the throughput.
-    """
-
-    def __init__(self, cores: set[int]) -> None:
-        if len(cores) < 2:
-            raise ValueError(f"--proxy-core needs at least 2 cores; this process may use {len(cores)}")
-        self.proxy = frozenset({max(cores)})
-        self.shared = frozenset(cores - self.proxy)
-
-    def describe(self) -> dict[str, list[int]]:
-        return {"proxies": sorted(self.proxy), "client_and_workers": sorted(self.shared)}
-
-
-def _pin(pid: int, cores: frozenset[int]) -> int:
-    """Keep ``pid``, the processes below it and every thread of each on ``cores``; how many threads were pinned.
-
-    Every thread: the affinity of a process is its threads' own (a thread started later takes that of
-    the thread that starts it).
-    """
-    pinned = 0
-    for each in _process_tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for thread in psutil.Process(each).threads():
-                with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-                    os.sched_setaffinity(thread.id, cores)
-                    pinned += 1
-    return pinned
-
-
 async def _measure(
     paths: dict[str, tuple[str, int | None]],
     levels: list[int],
@@ -413,10 +230,10 @@ async def _measure(
     shares = _Shares(workers, layout)
     async with contextlib.AsyncExitStack() as stack:
         # A pool per path: kept-alive connections to one path do not take the room of another's.
-        clients: dict[str, _Client] = {}
+        clients: dict[str, Client] = {}
         for name, (url, _) in paths.items():
-            clients[name] = await stack.enter_async_context(_client(max(levels) + 8, keep_alive=keep_alive))
-            await _batch(clients[name], url, 20, 4)  # warm every path
+            clients[name] = await stack.enter_async_context(open_client(max(levels) + 8, keep_alive=keep_alive))
+            await batch(clients[name], url, 20, 4)  # warm every path
         for level in levels:
             n = max(requests, level * 4)
             per: dict[str, dict[str, Any]] = {
@@ -425,15 +242,15 @@ async def _measure(
             }
             for _ in range(rounds):
                 for name, (url, pid) in paths.items():
-                    cpu0 = _cpu_seconds(pid) if pid is not None else 0.0
+                    cpu0 = tree_cpu_seconds(pid) if pid is not None else 0.0
                     shares0 = shares.now(name)
-                    batch = await _batch(clients[name], url, n, level)
+                    done = await batch(clients[name], url, n, level)
                     shares1 = shares.now(name)
-                    per[name]["ttfb_s"] += batch["ttfb_s"]
-                    per[name]["wall_s"] += batch["wall_s"]
-                    per[name]["connections"] += batch["connections"]
+                    per[name]["ttfb_s"] += done["ttfb_s"]
+                    per[name]["wall_s"] += done["wall_s"]
+                    per[name]["connections"] += done["connections"]
                     if pid is not None:
-                        per[name]["cpu_s"] += _cpu_seconds(pid) - cpu0
+                        per[name]["cpu_s"] += tree_cpu_seconds(pid) - cpu0
                     for i, (after, before) in enumerate(zip(shares1, shares0, strict=True)):
                         per[name]["shares"][i] += after - before
             row: dict[str, Any] = {"requests_per_path": n * rounds}
@@ -459,194 +276,6 @@ async def _measure(
             results[str(level)] = row
             print(_line(level, row), flush=True)
     return results
-
-
-PROFILE_LAYERS = (
-    ("orpheus_tts relay, routing and serving", ("orpheus_tts/",)),
-    ("uvicorn HTTP server", ("uvicorn/", "httptools")),
-    ("starlette and fastapi (routing, middleware)", ("starlette/", "fastapi/")),
-    ("httpx client (request building, auth, redirects, cookies)", ("httpx/",)),
-    ("aiohttp client and its httpx transport", ("aiohttp/", "httpx_aiohttp/", "multidict", "yarl")),
-    ("json and base64", ("json/", "base64")),
-    ("asyncio tasks and futures (Python)", ("asyncio/tasks.py", "asyncio/futures", "asyncio/locks", "asyncio/base_")),
-)
-"""py-spy frames are filed under the first layer whose pattern their file matches; the rest is 'other'."""
-EVENT_LOOP = "event loop and socket I/O (uvloop, in C)"
-
-
-def _layer(frame: str) -> str:
-    if frame.startswith(("run (asyncio/runners.py", "Runner.run (", "run_until_complete")):
-        return EVENT_LOOP  # no Python frame below: the sample was in uvloop's C code or the kernel
-    for name, patterns in PROFILE_LAYERS:
-        if any(p in frame for p in patterns):
-            return name
-    return "other"
-
-
-def _profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dict[str, Any] | None:
-    """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
-    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
-    if spy is None:
-        print("py-spy is not installed: no profile")
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "profile.txt"
-        cmd = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(raw)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        async def load() -> int:
-            async with _client(32, keep_alive=keep_alive) as client:
-                streams, started = 0, time.monotonic()
-                while proc.poll() is None and time.monotonic() - started < seconds + 30:
-                    await _batch(client, gateway, 64, 16)
-                    streams += 64
-                return streams
-
-        streams = asyncio.run(load())
-        proc.wait(timeout=60)
-        if proc.returncode != 0 or not raw.exists():
-            print("py-spy could not sample the gateway (it needs ptrace permission): no profile")
-            return None
-        by_layer: dict[str, int] = {}
-        total = 0
-        for line in raw.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            leaf = stack.split(";")[-1]
-            by_layer[_layer(leaf)] = by_layer.get(_layer(leaf), 0) + int(count)
-            total += int(count)
-    return {
-        "tool": "py-spy record -r 200 (self time of the innermost frame)",
-        "seconds": seconds,
-        "streams_during": streams,
-        "samples": total,
-        "percent_by_layer": {k: round(100 * v / total, 1) for k, v in sorted(by_layer.items(), key=lambda kv: -kv[1])},
-    }
-
-
-_WORKER_COUNTED = {"direct": "worker", "direct_worker_before": "worker_before"}
-"""Under what name a direct path's system calls are counted: its worker's."""
-
-SYSCALL_STREAMS = 300
-"""Streams per proxy in the system call count (``--syscalls``), one at a time."""
-
-
-STRACE_ATTACH_S = 10.0
-"""How long strace may take to say it attached to every process of a proxy."""
-
-
-def _first_lines(stream: IO[bytes], count: int, timeout_s: float) -> list[str]:
-    """The first ``count`` lines written to ``stream``, or those that came within ``timeout_s``."""
-    fd, data = stream.fileno(), b""
-    deadline = time.monotonic() + timeout_s
-    while data.count(b"\n") < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            break
-        piece = os.read(fd, 4096)
-        if not piece:
-            break
-        data += piece
-    return data.decode(errors="replace").splitlines()[:count]
-
-
-def _strace_counts(text: str) -> dict[str, int]:
-    """Calls by system call, from ``strace -c``'s table (``% time seconds usecs/call calls [errors] syscall``)."""
-    counts: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[0][:1].isdigit() and fields[-1] != "total" and fields[3].isdigit():
-            counts[fields[-1]] = int(fields[3])
-    return counts
-
-
-class _Strace:
-    """``strace -c -f`` attached to some processes (every thread of each) until :meth:`counts`."""
-
-    def __init__(self, strace: str, pids: list[int]) -> None:
-        self._tmp = tempfile.TemporaryDirectory()
-        self._out = Path(self._tmp.name) / "counts.txt"
-        cmd = [strace, "-c", "-f", "-o", str(self._out), *(a for p in pids for a in ("-p", str(p)))]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert self._proc.stderr is not None
-        lines = _first_lines(self._proc.stderr, len(pids), STRACE_ATTACH_S)  # one per process, threads included
-        refused = [line for line in lines if "attached" not in line]
-        self.refused: str | None = None
-        """Why strace could not attach, or ``None``."""
-        if refused or len(lines) < len(pids):
-            self.refused = refused[0] if refused else f"no word from strace in {STRACE_ATTACH_S:g} s"
-            self.close()
-
-    def counts(self) -> dict[str, int]:
-        self._proc.send_signal(signal.SIGINT)
-        self._proc.communicate(timeout=30)
-        try:
-            return _strace_counts(self._out.read_text())
-        finally:
-            self._tmp.cleanup()
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.communicate()
-        self._tmp.cleanup()
-
-
-def _per_stream(counts: dict[str, int], streams: int) -> dict[str, Any]:
-    return {
-        "per_stream": round(sum(counts.values()) / streams, 2),
-        "by_call": {k: round(v / streams, 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
-    }
-
-
-def _syscalls(
-    paths: dict[str, tuple[str, int | None]], streams: int, *, keep_alive: bool, workers: dict[str, int]
-) -> dict[str, Any] | str:
-    """System calls per stream of each proxy, by call: ``strace -c`` on all its processes and threads
-    while the same client sends ``streams`` streams one at a time; and the worker's (as ``worker``),
-    while the client streams from it directly. The client's own (this process's) are counted beside
-    each path's, in ``clients``: how a proxy writes a stream is felt by its reader. A reason string
-    when the proxies' cannot be counted; the clients' reason, when only theirs cannot, in ``clients``."""
-    strace = shutil.which("strace")
-    if strace is None:
-        return "skipped: strace is not installed (apt-get install strace to count)"
-    counted: dict[str, Any] = {}
-    clients: dict[str, Any] | str = {}
-    for path, (url, proxy_pid) in paths.items():
-        name, pid = (path, proxy_pid) if proxy_pid is not None else (_WORKER_COUNTED[path], workers[path])
-
-        async def count(url: str, pid: int, trace_client: bool) -> tuple[str | dict[str, int], str | dict[str, int]]:
-            """The proxy's counts and the client's (or why strace could not attach to each)."""
-            async with _client(4, keep_alive=keep_alive) as http:
-                await _batch(http, url, 1, 1)  # the client's setup and its first stream: not counted
-                proxy = _Strace(strace, _process_tree(pid))
-                if proxy.refused is not None:
-                    return proxy.refused, "not counted"
-                client = _Strace(strace, [os.getpid()]) if trace_client else None
-                await _batch(http, url, streams, 1)
-                if client is None or client.refused is not None:
-                    return proxy.counts(), client.refused if client is not None and client.refused else "not counted"
-                client_counts = client.counts()  # detached first, so stopping the other strace is not counted
-                return proxy.counts(), client_counts
-
-        proxy_counts, client_counts = asyncio.run(count(url, pid, isinstance(clients, dict)))
-        if isinstance(proxy_counts, str):
-            return f"skipped: strace could not attach (it needs ptrace permission): {proxy_counts}"
-        counted[name] = _per_stream(proxy_counts, streams)
-        if isinstance(clients, dict):
-            if isinstance(client_counts, str):
-                clients = f"skipped: strace could not attach to the client (this process): {client_counts}"
-            else:
-                clients[path] = _per_stream(client_counts, streams)
-    return {
-        "tool": "strace -c -f on every process and thread of the proxy, and of the client beside it",
-        "streams": streams,
-        "concurrency": 1,
-        "note": "counts, not times: strace slows the traced process, which can change how reads batch",
-        "paths": counted,
-        "clients": clients,
-    }
 
 
 def revision(rev: str) -> dict[str, str]:
@@ -728,16 +357,6 @@ def _compare(row: dict[str, Any]) -> None:
             row[f"{path}_throughput_ratio"] = floor["streams_per_s"] / ng["streams_per_s"]
             row[f"{path}_ttfb_p50_extra_ms"] = floor["ttfb_p50_ms"] - ng["ttfb_p50_ms"]
             row[f"gateway_cpu_over_{path}"] = gw["cpu_ms_per_stream"] / cpu if cpu else None
-
-
-def _syscall_line(syscalls: dict[str, Any] | str) -> str:
-    if isinstance(syscalls, str):
-        return f"system calls: {syscalls}"
-    paths, clients = syscalls["paths"], syscalls["clients"]
-    line = "system calls per stream: " + ", ".join(f"{name} {paths[name]['per_stream']:.1f}" for name in paths)
-    if isinstance(clients, str):
-        return f"{line}; the client's: {clients}"
-    return f"{line}; the client's, by path: " + ", ".join(f"{n} {clients[n]['per_stream']:.1f}" for n in clients)
 
 
 def _line(level: int, row: dict[str, Any]) -> str:
@@ -852,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             layout = Layout(os.sched_getaffinity(0))
         except ValueError as exc:
             parser.error(str(exc))
-        _pin(os.getpid(), layout.shared)  # the client; the processes it starts begin there too
+        pin(os.getpid(), layout.shared)  # the client; the processes it starts begin there too
     if args.out:
         common.RESULTS_DIR = Path(args.out)
     if args.smoke:
@@ -898,10 +517,10 @@ def main(argv: list[str] | None = None) -> int:
             workers.update({name: before_worker_proc.pid for name in paths if name.endswith("_worker_before")})
         if layout is not None:
             for worker_pid in {*workers.values()}:
-                _pin(worker_pid, layout.shared)
+                pin(worker_pid, layout.shared)
             for _, proxy_pid in paths.values():
                 if proxy_pid is not None:
-                    _pin(proxy_pid, layout.proxy)
+                    pin(proxy_pid, layout.proxy)
             print(f"cores: proxies on {sorted(layout.proxy)}, the client and the workers on {sorted(layout.shared)}")
         measured = _measure(
             paths,
@@ -914,12 +533,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = asyncio.run(measured)
         gw_url = paths["gateway"][0]
-        profile = _profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive) if args.profile else None
+        profile = None
+        if args.profile:
+            profile = proxy_profile.profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive)
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:
-            streams = args.requests if args.smoke else SYSCALL_STREAMS
-            syscalls = _syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers)
-            print(_syscall_line(syscalls))
+            streams = args.requests if args.smoke else proxy_syscalls.SYSCALL_STREAMS
+            syscalls = proxy_syscalls.syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers)
+            print(proxy_syscalls.syscall_line(syscalls))
     write_json(
         name,
         {

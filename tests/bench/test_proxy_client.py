@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from bench.proxy import _client
+from bench.proxy_clients import open_client
 
 from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.worker.app import create_app
@@ -16,7 +16,7 @@ STREAMS = 5
 
 
 async def _connections(url: str, *, keep_alive: bool) -> int:
-    async with _client(4, keep_alive=keep_alive) as client:
+    async with open_client(4, keep_alive=keep_alive) as client:
         for _ in range(STREAMS):
             assert await client.one(url) > 0  # each stream checked whole
         return client.connections

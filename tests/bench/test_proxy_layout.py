@@ -8,7 +8,7 @@ import sys
 
 import psutil
 import pytest
-from bench.proxy import Layout, _pin
+from bench.proxy_cores import Layout, pin
 
 # A parent with a thread of its own and a child process below it, as nginx (master, worker) and a
 # gateway with threads are; it says "ready" once both exist.
@@ -41,7 +41,7 @@ def test_pinning_moves_every_thread_of_every_process_of_a_tree() -> None:
         threads = [t.id for t in psutil.Process(proc.pid).threads()] + [int(child)]
         assert len(threads) >= 3  # the parent's two threads and the child
         assert all(os.sched_getaffinity(t) != core for t in threads)  # they started on every core
-        assert _pin(proc.pid, core) == len(threads)
+        assert pin(proc.pid, core) == len(threads)
         assert all(os.sched_getaffinity(t) == core for t in threads)
     finally:
         for each in psutil.Process(proc.pid).children(recursive=True):
