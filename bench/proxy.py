@@ -20,6 +20,11 @@ process), and the cores' idle time (from ``/proc/stat``, in clock ticks of
 busy the worker was (its CPU seconds per second of wall time: near 1.0, one
 core, it is the bottleneck).
 
+``--repeat-text N`` asks for the benchmark sentence N times over in each
+request: longer streams of more chunks, where what a proxy costs per chunk
+weighs more than what it costs per request. The JSON's ``text`` and
+``text_chars`` say what was asked.
+
 With ``--proxy-core`` the proxies (nginx, the floors, every gateway) run on
 one core of their own and the client and the workers on the others, as a
 gateway on its own machine in front of the workers' would: the throughput
@@ -77,7 +82,8 @@ least 0.95x nginx's at concurrency 16 and 64; gateway TTFB p50 at concurrency 1
 within nginx's + 0.5 ms.
 
     python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls]
-                          [--against REV] [--worker-at REV] [--worker-against REV] [--proxy-core] [--smoke]
+                          [--against REV] [--worker-at REV] [--worker-against REV] [--proxy-core]
+                          [--repeat-text N] [--smoke]
 """
 
 from __future__ import annotations
@@ -225,6 +231,7 @@ async def _measure(
     keep_alive: bool,
     workers: dict[str, int],
     layout: Layout | None = None,
+    text: str = TEXT,
 ) -> Any:
     results: dict[str, Any] = {}
     shares = _Shares(workers, layout)
@@ -232,7 +239,8 @@ async def _measure(
         # A pool per path: kept-alive connections to one path do not take the room of another's.
         clients: dict[str, Client] = {}
         for name, (url, _) in paths.items():
-            clients[name] = await stack.enter_async_context(open_client(max(levels) + 8, keep_alive=keep_alive))
+            client = open_client(max(levels) + 8, keep_alive=keep_alive, text=text)
+            clients[name] = await stack.enter_async_context(client)
             await batch(clients[name], url, 20, 4)  # warm every path
         for level in levels:
             n = max(requests, level * 4)
@@ -460,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the worker of git revision REV, with paths to it direct, through nginx and the gateway",
     )
     parser.add_argument(
+        "--repeat-text",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ask for the benchmark sentence N times over in each request (longer streams, more chunks)",
+    )
+    parser.add_argument(
         "--proxy-core",
         action="store_true",
         help="run the proxies on a core of their own, the client and the workers on the others",
@@ -472,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         pin(os.getpid(), layout.shared)  # the client; the processes it starts begin there too
+    if args.repeat_text < 1:
+        parser.error("--repeat-text needs at least 1")
+    text = " ".join([TEXT] * args.repeat_text)
     if args.out:
         common.RESULTS_DIR = Path(args.out)
     if args.smoke:
@@ -530,22 +548,24 @@ def main(argv: list[str] | None = None) -> int:
             keep_alive=args.keep_alive,
             workers=workers,
             layout=layout,
+            text=text,
         )
         results = asyncio.run(measured)
         gw_url = paths["gateway"][0]
         profile = None
         if args.profile:
-            profile = proxy_profile.profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive)
+            profile = proxy_profile.profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive, text=text)
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:
             streams = args.requests if args.smoke else proxy_syscalls.SYSCALL_STREAMS
-            syscalls = proxy_syscalls.syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers)
+            syscalls = proxy_syscalls.syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers, text=text)
             print(proxy_syscalls.syscall_line(syscalls))
     write_json(
         name,
         {
             "machine": {**machine(), "load_average_1m_before": load_before},
-            "text": TEXT,
+            "text": text,
+            "text_chars": len(text),
             "client": CLIENT_KEEP_ALIVE if args.keep_alive else CLIENT_NEW_CONNECTIONS,
             "paths": list(paths),
             "gateway_tree": this_tree(),

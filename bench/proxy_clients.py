@@ -39,11 +39,13 @@ the worker's own keep-alive, so none reuses a connection the worker is closing (
 class Client:
     """The benchmark's client for one path: a connection pool, and how it ends each stream.
 
-    ``connections`` counts the TCP connections it opened (as its library reports them).
+    ``connections`` counts the TCP connections it opened (as its library reports them); every
+    request asks for ``text``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, text: str) -> None:
         self.connections = 0
+        self.body = {"text": text}
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Client:
@@ -88,8 +90,8 @@ class _DroppingClient(Client):
     """httpx, dropping each stream at its ``eos``: the end of the chunked body is not read, so
     httpx closes the connection and every stream is a new connection."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__()
+    def __init__(self, limit: int, text: str) -> None:
+        super().__init__(text)
         self._limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
         self._http: httpx.AsyncClient | None = None
 
@@ -104,8 +106,8 @@ class _DroppingClient(Client):
     async def one(self, url: str) -> float:
         assert self._http is not None
         check = _StreamCheck()
-        body = {"text": TEXT}
-        async with self._http.stream("POST", f"{url}/v1/tts/stream", json=body, extensions={"trace": self._trace}) as r:
+        trace = {"trace": self._trace}
+        async with self._http.stream("POST", f"{url}/v1/tts/stream", json=self.body, extensions=trace) as r:
             r.raise_for_status()
             async for data in r.aiter_raw():
                 check.feed(data)
@@ -123,8 +125,8 @@ class _KeepAliveClient(Client):
     itself was the bottleneck (the worker saw one stream in flight at a time).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__()
+    def __init__(self, limit: int, text: str) -> None:
+        super().__init__(text)
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
 
@@ -142,15 +144,15 @@ class _KeepAliveClient(Client):
     async def one(self, url: str) -> float:
         assert self._session is not None
         check = _StreamCheck()
-        async with self._session.post(f"{url}/v1/tts/stream", json={"text": TEXT}) as r:
+        async with self._session.post(f"{url}/v1/tts/stream", json=self.body) as r:
             r.raise_for_status()
             async for data in r.content.iter_any():
                 check.feed(data)  # on to the body's end: a frame after eos would raise
         return check.result(url)
 
 
-def open_client(limit: int, *, keep_alive: bool) -> Client:
-    return _KeepAliveClient(limit) if keep_alive else _DroppingClient(limit)
+def open_client(limit: int, *, keep_alive: bool, text: str = TEXT) -> Client:
+    return _KeepAliveClient(limit, text) if keep_alive else _DroppingClient(limit, text)
 
 
 async def batch(client: Client, url: str, requests: int, concurrency: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.proxy_clients import batch, open_client
+from bench.proxy_clients import TEXT, batch, open_client
 
 __all__ = ["PROFILE_LAYERS", "profile"]
 
@@ -39,7 +39,7 @@ def _layer(frame: str) -> str:
     return "other"
 
 
-def profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dict[str, Any] | None:
+def profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool, text: str = TEXT) -> dict[str, Any] | None:
     """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if spy is None:
@@ -51,7 +51,7 @@ def profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool) -> dict
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         async def load() -> int:
-            async with open_client(32, keep_alive=keep_alive) as client:
+            async with open_client(32, keep_alive=keep_alive, text=text) as client:
                 streams, started = 0, time.monotonic()
                 while proc.poll() is None and time.monotonic() - started < seconds + 30:
                     await batch(client, gateway, 64, 16)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench.proxy_clients import batch, open_client
+from bench.proxy_clients import TEXT, batch, open_client
 from bench.proxy_cores import process_tree
 
 __all__ = ["SYSCALL_STREAMS", "syscall_line", "syscalls"]
@@ -95,7 +95,12 @@ def _per_stream(counts: dict[str, int], streams: int) -> dict[str, Any]:
 
 
 def syscalls(
-    paths: dict[str, tuple[str, int | None]], streams: int, *, keep_alive: bool, workers: dict[str, int]
+    paths: dict[str, tuple[str, int | None]],
+    streams: int,
+    *,
+    keep_alive: bool,
+    workers: dict[str, int],
+    text: str = TEXT,
 ) -> dict[str, Any] | str:
     """System calls per stream of each proxy, by call: ``strace -c`` on all its processes and threads
     while the same client sends ``streams`` streams one at a time; and the worker's (as ``worker``),
@@ -112,7 +117,7 @@ def syscalls(
 
         async def count(url: str, pid: int, trace_client: bool) -> tuple[str | dict[str, int], str | dict[str, int]]:
             """The proxy's counts and the client's (or why strace could not attach to each)."""
-            async with open_client(4, keep_alive=keep_alive) as http:
+            async with open_client(4, keep_alive=keep_alive, text=text) as http:
                 await batch(http, url, 1, 1)  # the client's setup and its first stream: not counted
                 proxy = _Strace(strace, process_tree(pid))
                 if proxy.refused is not None:

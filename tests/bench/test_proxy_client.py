@@ -1,11 +1,12 @@
-"""The proxy benchmark's two clients: one connection per stream, or kept-alive connections reused."""
+"""The proxy benchmark's two clients: a connection per stream, or kept-alive connections reused; the text sent."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
-from bench.proxy_clients import open_client
+from bench.proxy_clients import TEXT, open_client
 
 from orpheus_tts.engines.testing import ToneEngine
 from orpheus_tts.worker.app import create_app
@@ -28,3 +29,23 @@ def test_the_keep_alive_client_reuses_its_connection_and_the_default_one_opens_o
 ) -> None:
     with run_server(create_app(ToneEngine(), WorkerConfig())) as url:
         assert asyncio.run(_connections(url, keep_alive=keep_alive)) == expected
+
+
+def _characters(url: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    lines = [line for line in text.splitlines() if line.startswith("orpheus_input_characters_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+async def _stream_once(url: str, text: str, *, keep_alive: bool) -> None:
+    async with open_client(4, keep_alive=keep_alive, text=text) as client:
+        assert await client.one(url) > 0
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_both_clients_ask_for_the_text_they_are_given(keep_alive: bool) -> None:
+    text = " ".join([TEXT] * 3)  # what --repeat-text 3 asks for
+    with run_server(create_app(ToneEngine(), WorkerConfig())) as url:
+        before = _characters(url)
+        asyncio.run(_stream_once(url, text, keep_alive=keep_alive))
+        assert _characters(url) - before == len(text)

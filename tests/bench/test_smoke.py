@@ -66,6 +66,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         assert "nginx is not installed" in output
         assert result["nginx"].startswith("skipped")
     assert "load_average_1m" in result["machine"]
+    assert result["text_chars"] == len(result["text"]) > 0
     assert "a new connection per stream" in result["client"]
     for row in result["levels"].values():
         for path in expected:
