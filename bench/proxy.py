@@ -23,7 +23,11 @@ core, it is the bottleneck).
 ``--repeat-text N`` asks for the benchmark sentence N times over in each
 request: longer streams of more chunks, where what a proxy costs per chunk
 weighs more than what it costs per request. The JSON's ``text`` and
-``text_chars`` say what was asked.
+``text_chars`` say what was asked. The test engine makes a stream's pieces
+at once; ``--piece-delay-ms MS`` has it wait before each (its
+``fault_piece_delay_ms``, the worker started with ``--enable-test-faults``),
+as an engine that makes audio at its own pace does, so each piece reaches
+the proxy on its own (``params`` in the JSON).
 
 With ``--proxy-core`` the proxies (nginx, the floors, every gateway) run on
 one core of their own and the client and the workers on the others, as a
@@ -83,7 +87,7 @@ within nginx's + 0.5 ms.
 
     python -m bench.proxy [--requests 300] [--concurrency 1 16 64] [--rounds 3] [--keep-alive] [--syscalls]
                           [--against REV] [--worker-at REV] [--worker-against REV] [--proxy-core]
-                          [--repeat-text N] [--smoke]
+                          [--repeat-text N] [--piece-delay-ms MS] [--smoke]
 """
 
 from __future__ import annotations
@@ -232,6 +236,7 @@ async def _measure(
     workers: dict[str, int],
     layout: Layout | None = None,
     text: str = TEXT,
+    params: dict[str, Any] | None = None,
 ) -> Any:
     results: dict[str, Any] = {}
     shares = _Shares(workers, layout)
@@ -239,7 +244,7 @@ async def _measure(
         # A pool per path: kept-alive connections to one path do not take the room of another's.
         clients: dict[str, Client] = {}
         for name, (url, _) in paths.items():
-            client = open_client(max(levels) + 8, keep_alive=keep_alive, text=text)
+            client = open_client(max(levels) + 8, keep_alive=keep_alive, text=text, params=params)
             clients[name] = await stack.enter_async_context(client)
             await batch(clients[name], url, 20, 4)  # warm every path
         for level in levels:
@@ -475,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ask for the benchmark sentence N times over in each request (longer streams, more chunks)",
     )
     parser.add_argument(
+        "--piece-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="have the test engine wait MS before each piece, as an engine at its own pace does",
+    )
+    parser.add_argument(
         "--proxy-core",
         action="store_true",
         help="run the proxies on a core of their own, the client and the workers on the others",
@@ -490,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat_text < 1:
         parser.error("--repeat-text needs at least 1")
     text = " ".join([TEXT] * args.repeat_text)
+    if args.piece_delay_ms < 0:
+        parser.error("--piece-delay-ms cannot be negative")
+    params = {"fault_piece_delay_ms": args.piece_delay_ms} if args.piece_delay_ms else None
     if args.out:
         common.RESULTS_DIR = Path(args.out)
     if args.smoke:
@@ -504,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     worker_before = revision(args.worker_against) if args.worker_against else None
     load_before = os.getloadavg()[0]
     worker_args = ["worker", "--engine", "test", "--capacity", "1024", "--max-queue", "4096"]
+    if params:  # the test engine takes its fault knobs (here, a pace) only with them enabled
+        worker_args.append("--enable-test-faults")
     with contextlib.ExitStack() as stack:
         worker_commit = worker_at["revision"] if worker_at is not None else None
         worker, worker_proc = stack.enter_context(_orpheus_at(worker_commit, *worker_args))
@@ -549,16 +566,21 @@ def main(argv: list[str] | None = None) -> int:
             workers=workers,
             layout=layout,
             text=text,
+            params=params,
         )
         results = asyncio.run(measured)
         gw_url = paths["gateway"][0]
         profile = None
         if args.profile:
-            profile = proxy_profile.profile(gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive, text=text)
+            profile = proxy_profile.profile(
+                gw_url, gw_proc.pid, args.profile_s, keep_alive=args.keep_alive, text=text, params=params
+            )
         syscalls: dict[str, Any] | str | None = None
         if args.syscalls:
             streams = args.requests if args.smoke else proxy_syscalls.SYSCALL_STREAMS
-            syscalls = proxy_syscalls.syscalls(paths, streams, keep_alive=args.keep_alive, workers=workers, text=text)
+            syscalls = proxy_syscalls.syscalls(
+                paths, streams, keep_alive=args.keep_alive, workers=workers, text=text, params=params
+            )
             print(proxy_syscalls.syscall_line(syscalls))
     write_json(
         name,
@@ -566,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {**machine(), "load_average_1m_before": load_before},
             "text": text,
             "text_chars": len(text),
+            "params": params,
             "client": CLIENT_KEEP_ALIVE if args.keep_alive else CLIENT_NEW_CONNECTIONS,
             "paths": list(paths),
             "gateway_tree": this_tree(),

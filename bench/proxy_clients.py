@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -40,12 +41,12 @@ class Client:
     """The benchmark's client for one path: a connection pool, and how it ends each stream.
 
     ``connections`` counts the TCP connections it opened (as its library reports them); every
-    request asks for ``text``.
+    request asks for ``text``, with ``params`` (the engine's) when given.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, params: Mapping[str, Any] | None = None) -> None:
         self.connections = 0
-        self.body = {"text": text}
+        self.body: dict[str, Any] = {"text": text, **(params or {})}  # v1: engine parameters sit beside the text
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Client:
@@ -90,8 +91,8 @@ class _DroppingClient(Client):
     """httpx, dropping each stream at its ``eos``: the end of the chunked body is not read, so
     httpx closes the connection and every stream is a new connection."""
 
-    def __init__(self, limit: int, text: str) -> None:
-        super().__init__(text)
+    def __init__(self, limit: int, text: str, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(text, params)
         self._limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
         self._http: httpx.AsyncClient | None = None
 
@@ -125,8 +126,8 @@ class _KeepAliveClient(Client):
     itself was the bottleneck (the worker saw one stream in flight at a time).
     """
 
-    def __init__(self, limit: int, text: str) -> None:
-        super().__init__(text)
+    def __init__(self, limit: int, text: str, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(text, params)
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
 
@@ -151,8 +152,8 @@ class _KeepAliveClient(Client):
         return check.result(url)
 
 
-def open_client(limit: int, *, keep_alive: bool, text: str = TEXT) -> Client:
-    return _KeepAliveClient(limit, text) if keep_alive else _DroppingClient(limit, text)
+def open_client(limit: int, *, keep_alive: bool, text: str = TEXT, params: Mapping[str, Any] | None = None) -> Client:
+    return _KeepAliveClient(limit, text, params) if keep_alive else _DroppingClient(limit, text, params)
 
 
 async def batch(client: Client, url: str, requests: int, concurrency: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,15 @@ def _layer(frame: str) -> str:
     return "other"
 
 
-def profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool, text: str = TEXT) -> dict[str, Any] | None:
+def profile(
+    gateway: str,
+    pid: int,
+    seconds: float,
+    *,
+    keep_alive: bool,
+    text: str = TEXT,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Sample the gateway with py-spy under a c=16 load; self time by layer, in percent."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if spy is None:
@@ -51,7 +60,7 @@ def profile(gateway: str, pid: int, seconds: float, *, keep_alive: bool, text: s
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         async def load() -> int:
-            async with open_client(32, keep_alive=keep_alive, text=text) as client:
+            async with open_client(32, keep_alive=keep_alive, text=text, params=params) as client:
                 streams, started = 0, time.monotonic()
                 while proc.poll() is None and time.monotonic() - started < seconds + 30:
                     await batch(client, gateway, 64, 16)

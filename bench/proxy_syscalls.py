@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,6 +102,7 @@ def syscalls(
     keep_alive: bool,
     workers: dict[str, int],
     text: str = TEXT,
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | str:
     """System calls per stream of each proxy, by call: ``strace -c`` on all its processes and threads
     while the same client sends ``streams`` streams one at a time; and the worker's (as ``worker``),
@@ -117,7 +119,7 @@ def syscalls(
 
         async def count(url: str, pid: int, trace_client: bool) -> tuple[str | dict[str, int], str | dict[str, int]]:
             """The proxy's counts and the client's (or why strace could not attach to each)."""
-            async with open_client(4, keep_alive=keep_alive, text=text) as http:
+            async with open_client(4, keep_alive=keep_alive, text=text, params=params) as http:
                 await batch(http, url, 1, 1)  # the client's setup and its first stream: not counted
                 proxy = _Strace(strace, process_tree(pid))
                 if proxy.refused is not None:

@@ -49,3 +49,17 @@ def test_both_clients_ask_for_the_text_they_are_given(keep_alive: bool) -> None:
         before = _characters(url)
         asyncio.run(_stream_once(url, text, keep_alive=keep_alive))
         assert _characters(url) - before == len(text)
+
+
+async def _one(url: str, params: dict[str, object], *, keep_alive: bool) -> float:
+    async with open_client(4, keep_alive=keep_alive, params=params) as client:
+        return await client.one(url)
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_both_clients_send_the_engine_parameters_they_are_given(keep_alive: bool) -> None:
+    with run_server(create_app(ToneEngine(faults=True), WorkerConfig())) as url:
+        assert asyncio.run(_one(url, {"fault_piece_delay_ms": 1.0}, keep_alive=keep_alive)) > 0
+        # The worker ends the stream with an error frame after one piece: it got the parameter.
+        with pytest.raises(RuntimeError, match="ended without eos"):
+            asyncio.run(_one(url, {"fault_error_after": 1}, keep_alive=keep_alive))

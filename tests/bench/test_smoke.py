@@ -39,6 +39,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
     pinned = len(os.sched_getaffinity(0)) >= 2  # the proxies on a core of their own where there are two
     args = ["--against", "HEAD", "--worker-against", "HEAD"] if commit else []
     args += ["--proxy-core"] if pinned else []
+    args += ["--piece-delay-ms", "1"]  # each piece on its own, as from an engine at its own pace
     output = run_bench("bench.proxy", tmp_path, *args)
     result = json.loads((tmp_path / "proxy_smoke.json").read_text())
     if pinned:
@@ -67,6 +68,7 @@ def test_proxy_smoke_measures_every_path(tmp_path: Path) -> None:
         assert result["nginx"].startswith("skipped")
     assert "load_average_1m" in result["machine"]
     assert result["text_chars"] == len(result["text"]) > 0
+    assert result["params"] == {"fault_piece_delay_ms": 1.0}
     assert "a new connection per stream" in result["client"]
     for row in result["levels"].values():
         for path in expected:
