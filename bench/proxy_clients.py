@@ -25,6 +25,7 @@ __all__ = [
     "TEXT",
     "UPSTREAM_KEEPALIVE_S",
     "Client",
+    "StreamCheck",
     "batch",
     "open_client",
 ]
@@ -60,8 +61,14 @@ class Client:
         raise NotImplementedError
 
 
-class _StreamCheck:
-    """One v1 body, checked as it arrives: seq gaps, eos totals and frames after the end raise."""
+class StreamCheck:
+    """One v1 body, checked as it arrives: seq gaps, eos totals and frames after the end raise.
+
+    The time to the first chunk is counted to the arrival of the piece of the
+    body that completed it, not to the end of decoding that piece: a proxy that
+    delivers more of the stream in one piece is not charged for the client's
+    decoding of the rest.
+    """
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -75,11 +82,12 @@ class _StreamCheck:
         """The ``eos`` came, with its totals right."""
         return self._tracker.complete
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, arrived: float) -> None:
+        """A piece of the body, which arrived at ``arrived`` (``time.perf_counter()``)."""
         for frame in self._decoder.feed(data):
             self._tracker.observe(frame)
             if self.ttfb is None and isinstance(frame, ChunkFrame):
-                self.ttfb = time.perf_counter() - self.started
+                self.ttfb = arrived - self.started
 
     def result(self, url: str) -> float:
         if self.ttfb is None or not self.complete:
@@ -106,12 +114,12 @@ class _DroppingClient(Client):
 
     async def one(self, url: str) -> float:
         assert self._http is not None
-        check = _StreamCheck()
+        check = StreamCheck()
         trace = {"trace": self._trace}
         async with self._http.stream("POST", f"{url}/v1/tts/stream", json=self.body, extensions=trace) as r:
             r.raise_for_status()
             async for data in r.aiter_raw():
-                check.feed(data)
+                check.feed(data, time.perf_counter())
                 if check.complete:
                     break
         return check.result(url)
@@ -144,11 +152,11 @@ class _KeepAliveClient(Client):
 
     async def one(self, url: str) -> float:
         assert self._session is not None
-        check = _StreamCheck()
+        check = StreamCheck()
         async with self._session.post(f"{url}/v1/tts/stream", json=self.body) as r:
             r.raise_for_status()
             async for data in r.content.iter_any():
-                check.feed(data)  # on to the body's end: a frame after eos would raise
+                check.feed(data, time.perf_counter())  # on to the body's end: a frame after eos would raise
         return check.result(url)
 
 

@@ -6,9 +6,10 @@ import asyncio
 
 import httpx
 import pytest
-from bench.proxy_clients import TEXT, open_client
+from bench.proxy_clients import TEXT, StreamCheck, open_client
 
 from orpheus_tts.engines.testing import ToneEngine
+from orpheus_tts.protocol import ChunkFrame, EosFrame, Frame, encode_frame
 from orpheus_tts.worker.app import create_app
 from orpheus_tts.worker.config import WorkerConfig
 from tests.servers import run_server
@@ -63,3 +64,20 @@ def test_both_clients_send_the_engine_parameters_they_are_given(keep_alive: bool
         # The worker ends the stream with an error frame after one piece: it got the parameter.
         with pytest.raises(RuntimeError, match="ended without eos"):
             asyncio.run(_one(url, {"fault_error_after": 1}, keep_alive=keep_alive))
+
+
+def _body(chunks: int) -> bytes:
+    frames: list[Frame] = [ChunkFrame(seq=i, pcm=b"\x01\x00" * 480) for i in range(chunks)]
+    frames.append(EosFrame(samples_total=480 * chunks, chunks_total=chunks))
+    return b"".join(encode_frame(f) for f in frames)
+
+
+def test_the_first_chunk_is_timed_at_the_arrival_of_the_piece_that_completed_it() -> None:
+    body = _body(5)
+    check = StreamCheck()
+    cut = body.index(b"\n") // 2  # the first chunk's line split across two pieces
+    check.feed(body[:cut], check.started + 1.0)
+    assert check.ttfb is None
+    check.feed(body[cut:], check.started + 2.0)  # the first chunk with all the rest: not timed after their decoding
+    assert check.ttfb == pytest.approx(2.0)
+    assert check.complete
