@@ -83,7 +83,24 @@ class RecordingTransport:
         pass
 
 
-async def _writes_on_uvicorn(pieces: list[bytes]) -> list[bytes]:
+REQUEST = b"POST /stream HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n"
+HEADERS = {"x-request-id": "r-1", "x-orpheus-queue-depth": "0"}
+
+
+def _protocol(app: Any) -> tuple[HttpToolsProtocol, RecordingTransport]:
+    config = uvicorn.Config(app=app, lifespan="off", proxy_headers=False, log_config=None, access_log=False)
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Thu, 03 Dec 2026 16:00:00 GMT"), (b"server", b"uvicorn")]
+    protocol = HttpToolsProtocol(config, state, {}, asyncio.get_running_loop())
+    transport = RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+async def _writes_on_uvicorn(
+    pieces: list[bytes], request: bytes = REQUEST, headers: dict[str, str] | None = None, *, ended: bytes = b"0\r\n\r\n"
+) -> list[bytes]:
     """The writes uvicorn's httptools protocol makes for one POST answered by a PreparedStreamResponse
     whose body yields ``pieces``."""
 
@@ -92,20 +109,92 @@ async def _writes_on_uvicorn(pieces: list[bytes]) -> list[bytes]:
             yield piece
 
     async def prepare() -> PreparedStream:
-        return PreparedStream(body=body(), media_type="application/x-ndjson")
+        return PreparedStream(body=body(), media_type="application/x-ndjson", headers=headers or {})
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await PreparedStreamResponse(prepare)(scope, receive, send)
 
-    config = uvicorn.Config(app=app, lifespan="off", proxy_headers=False, log_config=None, access_log=False)
-    config.load()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-    transport = RecordingTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
-    protocol.data_received(b"POST /stream HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
-    assert await eventually(lambda: any(w.endswith(b"0\r\n\r\n") for w in transport.writes))
+    protocol, transport = _protocol(app)
+    protocol.data_received(request)
+    assert await eventually(lambda: any(w.endswith(ended) for w in transport.writes))
     protocol.connection_lost(None)
     return transport.writes
+
+
+async def _head_uvicorn_writes(request: bytes, headers: dict[str, str]) -> tuple[bytes, bool]:
+    """The head uvicorn's own ``send`` writes for a streamed response with ``headers`` (as
+    PreparedStreamResponse sets them), and whether it closed the connection after the body."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        all_headers = {**headers, "content-type": "application/x-ndjson"}
+        all_headers.update({"cache-control": "no-store", "x-accel-buffering": "no"})
+        raw = [(k.encode(), v.encode()) for k, v in all_headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    protocol, transport = _protocol(app)
+    protocol.data_received(request)
+    assert await eventually(lambda: any(w.endswith(b"0\r\n\r\n") for w in transport.writes))
+    closed = transport.closed
+    protocol.connection_lost(None)
+    return transport.writes[0], closed
+
+
+async def test_the_head_is_the_one_uvicorn_writes() -> None:
+    """The head is built by the sink, so that it leaves with the first piece: byte for byte what
+    uvicorn's own ``send`` writes (its date and server headers, the framing), kept alive or not."""
+    closing = REQUEST.replace(b"host: localhost\r\n", b"host: localhost\r\nconnection: close\r\n")
+    for request in (REQUEST, closing, REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0")):
+        expected, closed = await _head_uvicorn_writes(request, HEADERS)
+        writes = await _writes_on_uvicorn([FinalPiece(b"x\n")], request, HEADERS)
+        assert writes[0].partition(b"\r\n\r\n")[0] == expected.partition(b"\r\n\r\n")[0]
+        assert (b"connection: close" in expected) is closed is (request != REQUEST)
+
+
+async def test_a_header_value_with_a_line_break_never_reaches_the_wire() -> None:
+    """Checked as uvicorn checks it: the app fails before its response starts, and uvicorn answers 500."""
+    injected = {"x-request-id": "a\r\nset-cookie: b"}
+    writes = await _writes_on_uvicorn([FinalPiece(b"x\n")], headers=injected, ended=b"Internal Server Error")
+    assert writes[0].startswith(b"HTTP/1.1 500 ")
+    assert not any(b"set-cookie" in w for w in writes)
+
+
+class _WritesItself:
+    """A body that writes itself to the sink (as the gateway's relay does), noting what the
+    connection had been sent when its last piece was written."""
+
+    def __init__(self, transport: RecordingTransport) -> None:
+        self.transport = transport
+        self.seen: list[bytes] = []
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        raise AssertionError("a body that writes itself is not iterated")
+
+    async def write_direct(self, sink: Any) -> bool:
+        sink.write(b"a\n")
+        sink.write(FinalPiece(b"eos\n"))
+        self.seen = list(self.transport.writes)
+        return True
+
+
+async def test_a_final_piece_is_on_the_wire_as_soon_as_it_is_written() -> None:
+    """The body's end leaves when its last piece is written (from the worker connection's read
+    callback), not after the stream's bookkeeping has run and the response task resumed."""
+    bodies: list[_WritesItself] = []
+
+    async def prepare() -> PreparedStream:
+        return PreparedStream(body=bodies[0], media_type="application/x-ndjson")  # type: ignore[arg-type]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PreparedStreamResponse(prepare)(scope, receive, send)
+
+    protocol, transport = _protocol(app)
+    bodies.append(_WritesItself(transport))
+    protocol.data_received(REQUEST)
+    assert await eventually(lambda: bool(bodies[0].seen))
+    assert bodies[0].seen[-1] == b"4\r\neos\n\r\n0\r\n\r\n"
+    assert await eventually(lambda: protocol.cycle is not None and protocol.cycle.response_complete)
+    protocol.connection_lost(None)
 
 
 async def test_a_whole_body_marked_final_leaves_in_one_write_with_the_head() -> None:

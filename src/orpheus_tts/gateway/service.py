@@ -187,14 +187,16 @@ class _Pushed:
             return
         self.stream = self.on_batch = None
         stream._pushed = None
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
-        if stream.stop is not None:
-            stream.stop.remove_done_callback(self.on_stop)
-        self.ended.set_result(None)
-        if frames:
-            on_batch(frames)
+        try:
+            if frames:
+                on_batch(frames)  # the last batch on its way to the client first
+        finally:
+            for timer in self.timers:
+                timer.cancel()
+            self.timers.clear()
+            if stream.stop is not None:
+                stream.stop.remove_done_callback(self.on_stop)
+            self.ended.set_result(None)
 
     def on_frames(self, frames: list[Frame]) -> None:
         stream, on_batch = self.stream, self.on_batch

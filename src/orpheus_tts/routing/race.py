@@ -419,7 +419,9 @@ class RoutedStream:
 
         ``on_frames`` gets each batch as it arrives (the frames buffered so far
         first, before this returns); the last batch ends with the terminal frame,
-        whose verdict is recorded first, as :meth:`next_frames` does. A body
+        whose verdict is recorded as soon as ``on_frames`` returns (in the same
+        callback, so before anything else can look), letting the relay write the
+        stream's end first. A body
         that breaks records a failure and calls ``on_failure`` once. Only for a
         stream that :attr:`can_push`; the lean client's pause and resume give
         backpressure (:meth:`pause_reading`).
@@ -453,11 +455,13 @@ class RoutedStream:
         if not isinstance(last, (EosFrame, ErrorFrame)):
             self._on_frames(frames)
             return
-        self._attempt.finish("success" if isinstance(last, EosFrame) else error_frame_verdict(last))
-        self._drain_pushed()
         on_frames = self._on_frames
         self._let_go()
-        on_frames(frames)
+        try:
+            on_frames(frames)  # the stream's end on its way to the client first, its bookkeeping after
+        finally:
+            self._attempt.finish("success" if isinstance(last, EosFrame) else error_frame_verdict(last))
+            self._drain_pushed()
 
     def _let_go(self) -> None:
         """Drop the pushed stream's callbacks once nothing more can reach them: they refer back to

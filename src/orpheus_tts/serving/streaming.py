@@ -16,11 +16,11 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from orpheus_tts.protocol import ServiceError
 from orpheus_tts.serving.connections import CANCEL_ON_DISCONNECT
@@ -140,7 +140,7 @@ class PreparedStreamResponse(Response):
         }
         try:
             if cycle is not None:
-                sink = _ConnectionSink(cycle, await _head_of(cycle, send, start))
+                sink = _ConnectionSink(cycle, _chunked_head(cycle, start["headers"]))
                 if not await _write_direct(sink, prepared.body):
                     return
                 await sink.end(send)
@@ -179,11 +179,12 @@ class _ConnectionSink:
     """A response body written straight to uvicorn's connection, as HTTP chunks, under its flow control.
 
     The response head goes out with the first piece, in one write; a
-    :class:`FinalPiece` is kept for :meth:`end` to send with the terminating
-    chunk (and with the head, when no piece took it: a whole stream that came
-    in one read goes out in one write). Each write to a loopback peer costs a
-    system call and wakes the reader, so the ones a stream saves this way are
-    felt.
+    :class:`FinalPiece` goes out with the terminating chunk (and with the head,
+    when no piece took it: a whole stream that came in one read goes out in
+    one write) as soon as it is written, and :meth:`end` then only completes
+    uvicorn's request cycle. Each write to a loopback peer costs a system call
+    and wakes the reader, so the ones a stream saves this way are felt; and the
+    body's end reaches the client before the stream's bookkeeping, not after it.
     """
 
     def __init__(self, cycle: RequestResponseCycle, head: bytes) -> None:
@@ -191,8 +192,8 @@ class _ConnectionSink:
         self._transport = cycle.transport
         self._flow = cycle.flow
         self._head = head
-        self.tail = b""
-        """The body's last piece, sent with the end of the body."""
+        self._ended = False
+        """The terminating chunk was written."""
 
     @property
     def gone(self) -> bool:
@@ -203,73 +204,77 @@ class _ConnectionSink:
         return self._flow.write_paused
 
     def write(self, data: bytes) -> None:
-        if isinstance(data, FinalPiece):
-            self.tail += data
-        elif data and not self._cycle.disconnected:
-            self._transport.write(b"%b%x\r\n%b\r\n" % (self._head, len(data), data))
-            self._head = b""
+        if self._ended:
+            raise RuntimeError("a piece written after the body's last one")
+        final = isinstance(data, FinalPiece)
+        if self._cycle.disconnected or not (data or final):
+            return
+        chunk = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        self._transport.write(b"%b%b%b" % (self._head, chunk, _LAST_CHUNK if final else b""))
+        self._head = b""
+        self._ended = final
 
     async def end(self, send: Send) -> None:
-        """End the body through uvicorn (which completes the cycle), its last piece and the head, if
-        no piece took it, in the same write."""
-        end: Message = {"type": "http.response.body", "body": self.tail, "more_body": False}
-        head, self._head = self._head, b""
-        if not head or self._cycle.disconnected:
-            await send(end)
+        """End the body: the terminating chunk (with the head, if no piece took it) unless a
+        :class:`FinalPiece` took it already, and the request cycle completed as uvicorn completes it."""
+        if not self._ended:
+            self.write(FinalPiece())
+        if self._cycle.disconnected:
             return
-        cycle = self._cycle
-        cycle.transport = cast(asyncio.Transport, _Prefixed(self._transport, head))
-        try:
-            await send(end)
-        finally:
-            cycle.transport = self._transport
+        _complete(self._cycle)
 
     async def drain(self) -> None:
         await self._flow.drain()
 
 
-class _HeadCapture:
-    """Stands in for the connection's transport while uvicorn renders a response head."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
+_LAST_CHUNK = b"0\r\n\r\n"
+"""The chunk that ends a chunked body (no trailers)."""
 
 
-class _Prefixed:
-    """Stands in for the connection's transport while uvicorn ends a body: its first write
-    carries ``prefix`` (the response head) along."""
+def _chunked_head(cycle: RequestResponseCycle, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The head uvicorn's ``send`` writes for a 200 response of unknown length (chunked), built here
+    with the same bookkeeping on ``cycle``, so that it leaves with the first piece of the body.
 
-    def __init__(self, transport: asyncio.Transport, prefix: bytes) -> None:
-        self._transport = transport
-        self._prefix = prefix
+    The same head: uvicorn's default headers (``date``, ``server``) first,
+    ``connection: close`` where the request asked for it, and every value
+    checked as uvicorn checks it (no control characters). ``headers`` are
+    lowercase names (``_raw_headers``) with neither a length nor a framing of
+    their own.
+    """
+    for _, value in headers:
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = True
+    cycle.expected_content_length = 0
+    if cycle.access_log:
+        scope = cycle.scope
+        cycle.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            scope["method"],
+            get_path_with_query_string(scope),
+            scope["http_version"],
+            200,
+        )
+    parts = [STATUS_LINE[200]]
+    for name, value in (*cycle.default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"transfer-encoding: chunked\r\n\r\n")
+    return b"".join(parts)
 
-    def write(self, data: bytes) -> None:
-        prefix, self._prefix = self._prefix, b""
-        self._transport.write(prefix + data)
 
-    def close(self) -> None:
-        if self._prefix:  # ended without a write: the head still goes out
-            self.write(b"")
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._transport, name)
-
-
-async def _head_of(cycle: RequestResponseCycle, send: Send, start: Message) -> bytes:
-    """The response head uvicorn writes for ``start`` (its status line, its headers, its framing),
-    captured instead of written, so that it leaves with the first piece of the body."""
-    transport = cycle.transport
-    capture = _HeadCapture()
-    cycle.transport = cast(asyncio.Transport, capture)
-    try:
-        await send(start)
-    finally:
-        cycle.transport = transport
-    return capture.data
+def _complete(cycle: RequestResponseCycle) -> None:
+    """What uvicorn's ``send`` does once a body's end is written: the cycle is complete, the
+    connection closed unless kept alive, and the protocol told (it reads the next request)."""
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
 
 
 async def _write_direct(sink: _ConnectionSink, body: AsyncIterator[bytes]) -> bool:
