@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -151,9 +152,14 @@ async def test_the_head_is_the_one_uvicorn_writes() -> None:
         assert (b"connection: close" in expected) is closed is (request != REQUEST)
 
 
-async def test_a_header_value_with_a_line_break_never_reaches_the_wire() -> None:
-    """Checked as uvicorn checks it: the app fails before its response starts, and uvicorn answers 500."""
-    injected = {"x-request-id": "a\r\nset-cookie: b"}
+@pytest.mark.parametrize(
+    "injected",
+    [{"x-request-id": "a\r\nset-cookie: b"}, {"x-a\r\nset-cookie: b\r\nx-c": "d"}],
+    ids=["in-a-value", "in-a-name"],
+)
+async def test_a_header_with_a_line_break_never_reaches_the_wire(injected: dict[str, str]) -> None:
+    """Names and values checked as uvicorn checks them: the app fails before its response starts,
+    and uvicorn answers 500."""
     writes = await _writes_on_uvicorn([FinalPiece(b"x\n")], headers=injected, ended=b"Internal Server Error")
     assert writes[0].startswith(b"HTTP/1.1 500 ")
     assert not any(b"set-cookie" in w for w in writes)

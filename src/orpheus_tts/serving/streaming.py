@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from orpheus_tts.protocol import ServiceError
@@ -209,8 +209,8 @@ class _ConnectionSink:
         final = isinstance(data, FinalPiece)
         if self._cycle.disconnected or not (data or final):
             return
-        chunk = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-        self._transport.write(b"%b%b%b" % (self._head, chunk, _LAST_CHUNK if final else b""))
+        end = _LAST_CHUNK if final else b""
+        self._transport.write(b"%b%x\r\n%b\r\n%b" % (self._head, len(data), data, end) if data else self._head + end)
         self._head = b""
         self._ended = final
 
@@ -236,12 +236,15 @@ def _chunked_head(cycle: RequestResponseCycle, headers: list[tuple[bytes, bytes]
     with the same bookkeeping on ``cycle``, so that it leaves with the first piece of the body.
 
     The same head: uvicorn's default headers (``date``, ``server``) first,
-    ``connection: close`` where the request asked for it, and every value
-    checked as uvicorn checks it (no control characters). ``headers`` are
+    ``connection: close`` where the request asked for it, and every name and
+    value checked as uvicorn checks them (no separators in a name, no control
+    characters in a value). ``headers`` are
     lowercase names (``_raw_headers``) with neither a length nor a framing of
     their own.
     """
-    for _, value in headers:
+    for name, value in headers:
+        if HEADER_RE.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
         if HEADER_VALUE_RE.search(value):
             raise RuntimeError("Invalid HTTP header value.")
     cycle.response_started = True
